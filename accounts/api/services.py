@@ -1,0 +1,71 @@
+"""API tokens: one per user (``rest_framework.authtoken``), issued, rotated and revoked here and audited.
+
+Admins manage any user's token in the Django admin (``Auth Token > Tokens``); the admin writes its own audit rows.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest
+from rest_framework.authtoken.models import Token
+
+from accounts.models import User
+from accounts.services import record_audit_event
+
+TOKEN_CREATE = "auth.token_create"
+TOKEN_ROTATE = "auth.token_rotate"
+TOKEN_REVOKE = "auth.token_revoke"
+
+
+class TokenRefused(Exception):
+    """The credentials are right but the account may not have a token yet (e.g. unverified email)."""
+
+
+def user_may_hold_token(*, user: User) -> str:
+    """'' when ``user`` may hold an API token, else the reason in words."""
+    if not user.is_active:
+        return "This account is inactive."
+    if getattr(settings, "ACCOUNT_EMAIL_VERIFICATION", "none") == "mandatory":
+        from allauth.account.utils import has_verified_email
+
+        if not has_verified_email(user):
+            return "Verify your email address before you use the API."
+    return ""
+
+
+@transaction.atomic
+def api_token_get_or_create(*, user: User, request: HttpRequest | None = None) -> tuple[Token, bool]:
+    """The user's token, created on first use (several integrations of one user share it)."""
+    reason = user_may_hold_token(user=user)
+    if reason:
+        raise TokenRefused(reason)
+    token, created = Token.objects.get_or_create(user=user)
+    if created:
+        record_audit_event(action=TOKEN_CREATE, actor=user, target=user, request=request)
+    return token, created
+
+
+@transaction.atomic
+def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token:
+    """Replace the user's token by a new one (the old one stops working at once)."""
+    reason = user_may_hold_token(user=user)
+    if reason:
+        raise TokenRefused(reason)
+    existed = Token.objects.filter(user=user).delete()[0] > 0
+    token = Token.objects.create(user=user)
+    record_audit_event(action=TOKEN_ROTATE if existed else TOKEN_CREATE, actor=user, target=user, request=request)
+    return token
+
+
+@transaction.atomic
+def api_token_revoke(*, user: User, request: HttpRequest | None = None) -> bool:
+    """Delete the user's token; True when there was one."""
+    revoked = Token.objects.filter(user=user).delete()[0] > 0
+    if revoked:
+        record_audit_event(action=TOKEN_REVOKE, actor=user, target=user, request=request)
+    return revoked
+
+
+def api_token_get(*, user: User) -> Token | None:
+    return Token.objects.filter(user=user).first()

@@ -1,0 +1,48 @@
+"""Audit rows for events Django and allauth announce by signal (sign-in, sign-out, admin changes)."""
+
+from __future__ import annotations
+
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from accounts.models import AuditAction
+from accounts.services import client_ip, record_audit_event
+
+
+@receiver(user_logged_in, dispatch_uid="accounts.audit_sign_in")
+def audit_sign_in(sender, request, user, **kwargs):
+    # Fires for allauth's sign-in and the admin's alike, so one receiver covers both.
+    record_audit_event(action=AuditAction.SIGN_IN, actor=user, target=user, request=request)
+
+
+@receiver(user_logged_out, dispatch_uid="accounts.audit_sign_out")
+def audit_sign_out(sender, request, user, **kwargs):
+    if user is not None:
+        record_audit_event(action=AuditAction.SIGN_OUT, actor=user, target=user, request=request)
+
+
+@receiver(user_login_failed, dispatch_uid="accounts.audit_sign_in_failed")
+def audit_sign_in_failed(sender, credentials, request=None, **kwargs):
+    # Credentials are already scrubbed of the password by Django; keep only the login name that was tried.
+    tried = {k: v for k, v in credentials.items() if k in ("username", "email", "login")}
+    record_audit_event(action=AuditAction.SIGN_IN_FAILED, ip_address=client_ip(request), details={"tried": tried})
+
+
+@receiver(post_save, sender=LogEntry, dispatch_uid="accounts.audit_admin_change")
+def audit_admin_change(sender, instance: LogEntry, created: bool, **kwargs):
+    # The admin writes a LogEntry inside the same transaction as the change it describes.
+    if not created:
+        return
+    record_audit_event(
+        action=AuditAction.ADMIN_CHANGE,
+        actor=instance.user,
+        target_type=f"{instance.content_type.app_label}.{instance.content_type.model}" if instance.content_type else "",
+        target_id=instance.object_id or "",
+        details={
+            "change": {1: "add", 2: "change", 3: "delete"}.get(instance.action_flag, str(instance.action_flag)),
+            "object": instance.object_repr,
+            "message": instance.get_change_message(),
+        },
+    )

@@ -1,0 +1,136 @@
+"""Inference benchmark of the shipped model: parameters, FLOPs per slice, latency, throughput.
+
+    python bench/predict.py [--checkpoint DIR] [--device cpu|cuda] [--threads 2] [--json-only]
+
+Prints a JSON object and then a table. Latency covers the model only (preprocessed input already in memory) and,
+separately, the end-to-end Predictor path (crop/resize/normalise + model + Grad-CAM) for one image and a 30-slice
+series. FLOPs are counted with torch.utils.flop_counter.FlopCounterMode (a multiply-add counts as 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from ml import paths  # noqa: E402
+from ml.model import count_parameters  # noqa: E402
+
+
+def _timeit(fn, repeats: int, device) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench(device: torch.device, checkpoint: Path | None) -> dict:
+    from ml.predict import Predictor
+
+    predictor = Predictor(checkpoint, device=str(device))
+    model, size = predictor.model, predictor.size
+    flop_input = torch.zeros(1, 1, 1, size, size, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(flop_input)
+    flops_slice = counter.get_total_flops()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 30, 1, size, size, device=device))
+    flops_series = counter.get_total_flops()
+
+    def run(n):
+        x = torch.randn(1, n, 1, size, size, device=device)
+
+        def f():
+            with torch.inference_mode():
+                model(x)
+
+        return f
+
+    repeats = 5 if device.type == "cpu" else 20
+    one = _timeit(run(1), repeats * 2, device)
+    series = _timeit(run(30), repeats, device)
+    throughput = {}
+    for b in (8, 16, 32, 64, 128):
+        throughput[b] = b / _timeit(run(b), max(3, repeats // 2), device)
+    best = max(throughput, key=throughput.get)
+    rng = np.random.default_rng(0)
+    raw = [rng.integers(0, 255, (512, 512), dtype=np.uint8) for _ in range(30)]
+    for r in raw:  # a bright disc so the head crop has something to find
+        yy, xx = np.mgrid[:512, :512]
+        r[((yy - 256) ** 2 + (xx - 256) ** 2) > 200**2] = 0
+    e2e_one = _timeit(lambda: predictor.predict_slices(raw[:1], heatmaps=True), repeats, device)
+    e2e_series = _timeit(lambda: predictor.predict_slices(raw, heatmaps=True), max(2, repeats // 2), device)
+    e2e_series_noheat = _timeit(lambda: predictor.predict_slices(raw, heatmaps=False), max(2, repeats // 2), device)
+    return {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "model_version": predictor.version,
+        "input_size": size,
+        "parameters": count_parameters(model),
+        "gflops_per_slice": flops_slice / 1e9,
+        "gflops_30_slice_series": flops_series / 1e9,
+        "latency_one_image_s": one,
+        "latency_30_slice_series_s": series,
+        "throughput_slices_per_s": {str(k): v for k, v in throughput.items()},
+        "best_batch": best,
+        "best_slices_per_s": throughput[best],
+        "end_to_end_one_image_with_heatmap_s": e2e_one,
+        "end_to_end_30_slices_with_heatmaps_s": e2e_series,
+        "end_to_end_30_slices_no_heatmaps_s": e2e_series_noheat,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = (
+        [torch.device(args.device)]
+        if args.device
+        else [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    )
+    results = [bench(d, args.checkpoint or paths.default_checkpoint_dir()) for d in devices]
+    print(json.dumps(results if len(results) > 1 else results[0], indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.json_only:
+        print()
+        print(
+            "| device | params | GFLOPs/slice | 1 image (s) | 30-slice series (s) | best slices/s (batch) | "
+            "e2e 30 slices + Grad-CAM (s) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for r in results:
+            print(
+                f"| {r['device']} ({r['threads']} threads) | {r['parameters'] / 1e6:.2f} M | "
+                f"{r['gflops_per_slice']:.3f} | {r['latency_one_image_s']:.4f} | "
+                f"{r['latency_30_slice_series_s']:.3f} | {r['best_slices_per_s']:.0f} ({r['best_batch']}) | "
+                f"{r['end_to_end_30_slices_with_heatmaps_s']:.3f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The DICOM and image facts other apps need, over ``ml.dicom`` / ``ml.preprocess`` (the only door from Django to
+``ml`` besides the predictor). Nothing here imports torch.
+
+Policy for non-CT modalities (used by ingestion): Modality CT is accepted. A Secondary Capture (Modality OT/SC or
+missing) is accepted only when it holds CT Hounsfield units: one 16-bit sample per pixel, signed or rescaled
+(``ml.dicom.is_ct_like``), and pixel values that span air and tissue (min <= -500 HU, max >= 0 HU). Every other
+modality (MR, US, CR, ...) is refused.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import BinaryIO
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from ml import dicom as ml_dicom
+
+DicomError = ml_dicom.DicomError
+CT_LIKE_MODALITIES = {"OT", "SC", ""}
+
+
+def read_dicom(source: bytes | BinaryIO, *, stop_before_pixels: bool = False) -> Dataset:
+    """Read one DICOM file; raises DicomError with a clear message on non-DICOM or corrupt input."""
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    return ml_dicom.read_dataset(source, stop_before_pixels=stop_before_pixels)
+
+
+def modality(ds: Dataset) -> str:
+    return str(ds.get("Modality", "") or "").upper()
+
+
+def to_hu(ds: Dataset) -> np.ndarray:
+    """Hounsfield units (float32, 2-D); raises DicomError when pixels cannot be decoded."""
+    return ml_dicom.to_hu(ds)
+
+
+def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None:
+    """None when the dataset is CT we accept (see the module docstring), else a human explanation."""
+    if ml_dicom.is_ct(ds):
+        return None
+    mod = modality(ds)
+    if mod not in CT_LIKE_MODALITIES:
+        return f"This DICOM file is {mod} (not CT). Only head CT can be analysed."
+    if not ml_dicom.is_ct_like(ds):
+        return (
+            f"This DICOM file is {mod or 'of unknown modality'} and does not hold CT Hounsfield units "
+            "(expected 16-bit single-channel pixels). Only head CT can be analysed."
+        )
+    if hu is None:
+        hu = to_hu(ds)
+    if not (float(hu.min()) <= -500 and float(hu.max()) >= 0):
+        return (
+            f"This DICOM file is {mod or 'of unknown modality'} and its pixel values do not look like CT Hounsfield "
+            "units (no air and tissue range). Only head CT can be analysed."
+        )
+    return None
+
+
+def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
+    """Indices that put a series in anatomical order (slice normal, then InstanceNumber, then SOPInstanceUID)."""
+    return ml_dicom.sort_datasets(datasets)
+
+
+def slice_position(ds: Dataset) -> float | None:
+    """Position in mm along the slice normal, or None without geometry."""
+    key = ml_dicom.sort_key(ds)
+    return float(key[1]) if key and key[0] == 0 else None
+
+
+def window_dicom(ds: Dataset, hu: np.ndarray | None = None) -> np.ndarray:
+    """The brain-windowed uint8 image of a CT slice, as the model sees it before resizing."""
+    from ml import preprocess
+
+    if hu is None:
+        hu = to_hu(ds)
+    center, width = preprocess.BRAIN_WINDOW
+    return preprocess.apply_window(hu, center, width)
+
+
+def load_slice(source: bytes | BinaryIO) -> np.ndarray:
+    """A greyscale uint8 image from PNG/JPEG (RGB -> L) or DICOM (HU -> brain window)."""
+    from ml import preprocess
+
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    return preprocess.load_slice(source)

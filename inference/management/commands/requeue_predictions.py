@@ -1,0 +1,14 @@
+from django.core.management.base import BaseCommand
+
+from inference.services import prediction_requeue_stale
+
+
+class Command(BaseCommand):
+    help = "Enqueue again predictions that waited too long (lost message) or outlived the task time limit."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--queued-for", type=int, default=600, help="seconds a queued prediction may wait")
+
+    def handle(self, *args, queued_for: int, **options):
+        ids = prediction_requeue_stale(queued_for_s=queued_for)
+        self.stdout.write(f"re-enqueued {len(ids)} prediction(s)")

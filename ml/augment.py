@@ -1,0 +1,46 @@
+"""Training-time augmentation in torch (affine_grid): rotation, zoom, horizontal flip, mild contrast jitter.
+
+Applied only when `training` is true; evaluation and inference use the plain preprocessed slices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment_batch(
+    x: torch.Tensor,
+    *,
+    training: bool,
+    generator: torch.Generator | None = None,
+    max_rotation_deg: float = 15.0,
+    zoom: tuple[float, float] = (0.9, 1.1),
+    flip_p: float = 0.5,
+    contrast: float = 0.1,
+) -> torch.Tensor:
+    """x: N x C x H x W normalised slices. One random transform per slice. Returns x unchanged when not training."""
+    if not training:
+        return x
+    n = x.shape[0]
+    opts = {"generator": generator, "device": "cpu"}
+    angle = (torch.rand(n, **opts) * 2 - 1) * math.radians(max_rotation_deg)
+    scale = torch.empty(n).uniform_(zoom[0], zoom[1], generator=generator)
+    flip = torch.where(torch.rand(n, **opts) < flip_p, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
+    theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
+    theta = theta.to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Out-of-view pixels become the normalised value of black (air), not zero.
+    background = x.amin(dim=(1, 2, 3), keepdim=True)
+    out = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
+    if contrast > 0:
+        # Small gain/offset jitter: the JPG exports and the DICOM window differ slightly in level and width.
+        gain = (1 + (torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast).to(x.device, x.dtype)
+        offset = ((torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast).to(x.device, x.dtype)
+        out = out * gain + offset
+    return out

@@ -1,0 +1,369 @@
+"""Benchmarks and the results report.
+
+    python -m ml.benchmark                   # write docs/RESULTS.md from bench/results/*.json
+    python -m ml.benchmark classical         # classical features + SVM/k-NN/RF and the metadata-only control
+    python -m ml.benchmark cv --dataset head_ct|ct_ich --folds K [--variant lstmgru|cnn] [--epochs N]
+    python -m ml.benchmark letters           # shipped model with burnt-in letters masked vs not (Head CT)
+    python -m ml.benchmark ablation DIR      # record a CNN-only checkpoint's card (ml.train --no-recurrent)
+
+Every neural number is held-out: test folds/splits are never used for early stopping, pooling or threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ml import data as mldata
+from ml import metrics, paths, preprocess
+
+RESULTS_DIR = paths.REPO_ROOT / "bench" / "results"
+FIGURES_DIR = paths.REPO_ROOT / "docs" / "figures"
+REPORT = paths.REPO_ROOT / "docs" / "RESULTS.md"
+SEED = 0
+
+
+def _save(name: str, obj) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(
+        json.dumps(obj, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n"
+    )
+    return path
+
+
+def _load(name: str):
+    path = RESULTS_DIR / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _items(layout: str, size: int, data_dir: Path | None = None):
+    from ml.train import make_items
+
+    root = mldata.dataset_roots(layout, data_dir or paths.data_dir())[layout]
+    scans = mldata.read_layout(layout, root)
+    arrays = mldata.load_slices(scans, size=size)
+    return scans, {it.key.split("/", 1)[1]: it for it in make_items(scans, arrays)}
+
+
+def _inner_split(train_ids: list[str], labels: dict[str, int], seed: int) -> tuple[list[str], list[str]]:
+    """Stratified 85/15 train/validation split inside a CV training fold."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in (0, 1):
+        ids = sorted(i for i in train_ids if labels[i] == label)
+        ids = [ids[j] for j in rng.permutation(len(ids))]
+        n_val = max(1, int(round(0.15 * len(ids))))
+        val += ids[:n_val]
+        train += ids[n_val:]
+    return sorted(train), sorted(val)
+
+
+def _scan_summary(rows: list[dict], pool: str, threshold: float) -> dict:
+    y = [r["label"] for r in rows]
+    p = [r["scan"][pool] for r in rows]
+    m = metrics.binary_metrics(y, p, threshold)
+    m["sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(y, p, 0.90)
+    return m
+
+
+def _slice_summary(rows: list[dict], threshold: float) -> dict | None:
+    multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
+    if not multi:
+        return None
+    return metrics.binary_metrics(
+        np.concatenate([r["slice_labels"] for r in multi]), np.concatenate([r["slice_p"] for r in multi]), threshold
+    )
+
+
+def run_cv(
+    dataset: str,
+    folds: int,
+    *,
+    variant: str = "lstmgru",
+    epochs: int = 12,
+    max_minutes: float | None = None,
+    size: int = preprocess.DEFAULT_SIZE,
+    seed: int = SEED,
+    freeze_blocks: int = 3,
+) -> dict:
+    """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
+    import torch
+
+    from ml.train import choose_pooling_and_threshold, fit, score_items
+
+    torch.set_num_threads(2)
+    scans, items = _items(dataset, size)
+    labels = {s.scan_id: s.label for s in scans}
+    config = {
+        "encoder": "lite0",
+        "recurrent": variant == "lstmgru",
+        "in_channels": 1,
+        "embed": 256,
+        "hidden": 128,
+        "dropout": 0.3,
+        "pretrained": True,
+    }
+    per_fold, pooled = [], {}
+    started = time.time()
+    for k, (train_ids, test_ids) in enumerate(mldata.kfold_ids(scans, k=folds, seed=seed)):
+        tr, va = _inner_split(train_ids, labels, seed + k)
+        t0 = time.time()
+        model, history, best_epoch = fit(
+            [items[i] for i in tr],
+            [items[i] for i in va],
+            model_config=config,
+            epochs=epochs,
+            seed=seed + k,
+            device=torch.device("cpu"),
+            max_minutes=max_minutes,
+            progress=False,
+            freeze_blocks=freeze_blocks,
+            log=lambda s: print(s, file=sys.stderr, flush=True),
+        )
+        val = score_items(model, [items[i] for i in va], torch.device("cpu"))
+        pool, threshold, slice_threshold = choose_pooling_and_threshold(val)
+        test = score_items(model, [items[i] for i in test_ids], torch.device("cpu"))
+        rows = list(test.values())
+        fold = {
+            "fold": k,
+            "n_test": len(test_ids),
+            "pooling": pool,
+            "threshold": threshold,
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "minutes": (time.time() - t0) / 60,
+            "scan": _scan_summary(rows, pool, threshold),
+        }
+        s = _slice_summary(rows, slice_threshold if slice_threshold is not None else threshold)
+        if s:
+            fold["slice"] = s
+        per_fold.append(fold)
+        for key, r in test.items():
+            pooled[key] = {
+                "label": r["label"],
+                "p": r["scan"][pool],
+                "slice_p": r["slice_p"].tolist(),
+                "slice_labels": None if r["slice_labels"] is None else r["slice_labels"].tolist(),
+            }
+        print(
+            json.dumps(
+                {
+                    "fold": k,
+                    "scan_auc": fold["scan"]["auc"],
+                    "acc": fold["scan"]["accuracy"],
+                    "slice_auc": fold.get("slice", {}).get("auc"),
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    result = {
+        "dataset": dataset,
+        "variant": variant,
+        "folds": folds,
+        "seed": seed,
+        "size": size,
+        "max_epochs": epochs,
+        "max_minutes_per_fold": max_minutes,
+        "freeze_blocks": freeze_blocks,
+        "total_minutes": (time.time() - started) / 60,
+        "per_fold": per_fold,
+    }
+    for level in ("scan", "slice"):
+        for key in ("auc", "accuracy", "sensitivity", "specificity", "f1"):
+            vals = [f[level][key] for f in per_fold if level in f]
+            if vals:
+                result.setdefault(f"{level}_summary", {})[key] = metrics.summary(vals)
+    y = [v["label"] for v in pooled.values()]
+    result["pooled_scan_auc"] = metrics.auc(y, [v["p"] for v in pooled.values()])
+    with_slices = [v for v in pooled.values() if v["slice_labels"] and len(v["slice_labels"]) > 1]
+    if with_slices:
+        result["pooled_slice_auc"] = metrics.auc(
+            np.concatenate([v["slice_labels"] for v in with_slices]),
+            np.concatenate([v["slice_p"] for v in with_slices]),
+        )
+    result["pooled_sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(
+        y, [v["p"] for v in pooled.values()], 0.90
+    )
+    _save(f"cv_{dataset}_{variant}", result)
+    return result
+
+
+def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
+    """Classical features + SVM/k-NN/RF on the default model's split and in k-fold CV; metadata-only control."""
+    from ml import baselines
+
+    out: dict = {"seed": seed, "size": size, "split": {}, "cv": {}, "metadata_only": {}}
+    card = _default_card()
+    cache: dict = {}
+    for layout, folds in (("head_ct", 5), ("ct_ich", 5)):
+        scans, items = _items(layout, size)
+        split = (card or {}).get("splits", {}).get(layout) or mldata.split_ids(scans, seed=seed)
+        train_ids = split["train"] + split["val"]  # classical models have no early stopping: train on both
+        res = baselines.fit_predict([items[i] for i in train_ids], [items[i] for i in split["test"]], seed, cache)
+        # Threshold 0.5 for probabilities of balanced models (no validation use); AUC is threshold-free.
+        out["split"][layout] = {
+            name: {
+                "scan": _scan_summary(list(r.values()), "max_slice", 0.5),
+                **({"slice": _slice_summary(list(r.values()), 0.5)} if layout == "ct_ich" else {}),
+            }
+            for name, r in res.items()
+        }
+        fold_rows: dict[str, list] = {}
+        pooled: dict[str, dict] = {}
+        for tr, te in mldata.kfold_ids(scans, k=folds, seed=seed):
+            res = baselines.fit_predict([items[i] for i in tr], [items[i] for i in te], seed, cache)
+            for name, r in res.items():
+                fold_rows.setdefault(name, []).append(
+                    _scan_summary(list(r.values()), "max_slice", 0.5)
+                    | {"slice_auc": (_slice_summary(list(r.values()), 0.5) or {}).get("auc")}
+                )
+                pooled.setdefault(name, {}).update({key: v for key, v in r.items()})
+        out["cv"][layout] = {
+            name: {
+                "folds": folds,
+                "auc": metrics.summary([f["auc"] for f in rows]),
+                "accuracy": metrics.summary([f["accuracy"] for f in rows]),
+                "slice_auc": metrics.summary([f["slice_auc"] for f in rows]),
+                "pooled_auc": metrics.auc(
+                    [v["label"] for v in pooled[name].values()], [v["scan"]["max_slice"] for v in pooled[name].values()]
+                ),
+            }
+            for name, rows in fold_rows.items()
+        }
+        if layout == "head_ct":
+            out["metadata_only"] = _metadata_only(scans, split, folds, seed)
+    _save("classical", out)
+    return out
+
+
+def _metadata_only(scans, split, folds: int, seed: int) -> dict:
+    """Logistic regression on raw width, height and colour mode only: how far the shortcut alone gets."""
+    from ml import baselines
+
+    by_id = {s.scan_id: s for s in scans}
+    tr = split["train"] + split["val"]
+    p = baselines.metadata_scores(
+        [by_id[i].slice_paths[0] for i in tr],
+        [by_id[i].label for i in tr],
+        [by_id[i].slice_paths[0] for i in split["test"]],
+        seed,
+    )
+    y = [by_id[i].label for i in split["test"]]
+    result = {"features": "raw width, height, RGBA flag, RGB flag", "split": metrics.binary_metrics(y, p, 0.5)}
+    accs, aucs = [], []
+    for a, b in mldata.kfold_ids(scans, k=folds, seed=seed):
+        p = baselines.metadata_scores(
+            [by_id[i].slice_paths[0] for i in a],
+            [by_id[i].label for i in a],
+            [by_id[i].slice_paths[0] for i in b],
+            seed,
+        )
+        m = metrics.binary_metrics([by_id[i].label for i in b], p, 0.5)
+        accs.append(m["accuracy"])
+        aucs.append(m["auc"])
+    result["cv"] = {"folds": folds, "accuracy": metrics.summary(accs), "auc": metrics.summary(aucs)}
+    return result
+
+
+def run_letters(checkpoint: Path | None = None) -> dict:
+    """Head CT: the shipped model's metrics with and without everything outside the head blanked in the raw image
+    (burnt-in letters, rulers, borders), and how much the model input itself changes."""
+    from ml.evaluate import evaluate
+
+    checkpoint = checkpoint or paths.default_checkpoint_dir()
+    out = {}
+    for split in ("test", "all"):
+        plain = evaluate(checkpoint, paths.data_dir(), "head_ct", split=split)
+        masked = evaluate(checkpoint, paths.data_dir(), "head_ct", split=split, mask_letters=True)
+        diffs = [abs(plain["scores"][k]["probability"] - masked["scores"][k]["probability"]) for k in plain["scores"]]
+        out[split] = {
+            "plain": plain["scan"],
+            "masked": masked["scan"],
+            "n_scans": plain["n_scans"],
+            "max_probability_change": float(max(diffs)),
+            "mean_probability_change": float(np.mean(diffs)),
+        }
+    scans = mldata.read_head_ct(paths.dataset_dir("head_ct"))
+    changed = 0
+    for s in scans:
+        raw = preprocess.load_slice(s.slice_paths[0])
+        a = preprocess.crop_resize(raw)
+        b = preprocess.crop_resize(preprocess.mask_outside_head(raw))
+        changed += int(not np.array_equal(a, b))
+    out["inputs_changed_by_masking"] = {"n": len(scans), "changed": changed}
+    out["version"] = json.loads((checkpoint / "metadata.json").read_text())["version"]
+    _save("letters", out)
+    return out
+
+
+def record_ablation(checkpoint: Path) -> dict:
+    """Copy a CNN-only (or other variant) checkpoint's card metrics into the results (weights are not kept)."""
+    card = json.loads((Path(checkpoint) / "metadata.json").read_text())
+    rec = {
+        "version": card["version"],
+        "architecture": card["architecture"],
+        "command": card["command"],
+        "training": {k: v for k, v in card["training"].items() if k != "history"},
+        "metrics": card["metrics"],
+        "threshold": card["threshold"],
+        "scan_pooling": card["scan_pooling"],
+        "splits": card["splits"],
+    }
+    name = "ablation_cnn" if not card["architecture"]["recurrent"] else "ablation_" + card["architecture"]["encoder"]
+    _save(name, rec)
+    return rec
+
+
+def _default_card() -> dict | None:
+    path = paths.default_checkpoint_dir() / "metadata.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv=None) -> int:
+    """Entry point of `python -m ml.benchmark`."""
+    parser = argparse.ArgumentParser(prog="python -m ml.benchmark", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd")
+    cv = sub.add_parser("cv")
+    cv.add_argument("--dataset", choices=list(mldata.LAYOUTS), required=True)
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--variant", choices=["lstmgru", "cnn"], default="lstmgru")
+    cv.add_argument("--epochs", type=int, default=12)
+    cv.add_argument("--max-minutes", type=float, default=None, help="per fold")
+    sub.add_parser("classical")
+    sub.add_parser("letters")
+    ab = sub.add_parser("ablation")
+    ab.add_argument("checkpoint", type=Path)
+    sub.add_parser("report")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    if args.cmd == "cv":
+        run_cv(args.dataset, args.folds, variant=args.variant, epochs=args.epochs, max_minutes=args.max_minutes)
+    elif args.cmd == "classical":
+        run_classical()
+    elif args.cmd == "letters":
+        run_letters()
+    elif args.cmd == "ablation":
+        record_ablation(args.checkpoint)
+    else:
+        if _load("classical") is None:
+            run_classical()
+        if _load("letters") is None and _default_card():
+            run_letters()
+        from ml.report import write_report
+
+        write_report(REPORT)
+        print(f"wrote {REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

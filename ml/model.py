@@ -1,0 +1,112 @@
+"""The sequence model from the paper: a Conv2D encoder per slice, bidirectional LSTM and bidirectional GRU branches
+over the ordered slices, outputs concatenated, dense layers, per-slice and per-scan logits (2 classes, for
+cross-entropy). A single image is a sequence of one. recurrent=False gives the CNN-only ablation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ml.encoders import build_encoder
+
+
+class HemoNet(nn.Module):
+    def __init__(
+        self,
+        *,
+        encoder: str = "lite0",
+        recurrent: bool = True,
+        in_channels: int = 1,
+        embed: int = 256,
+        hidden: int = 128,
+        dropout: float = 0.3,
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        self.config = {
+            "encoder": encoder,
+            "recurrent": recurrent,
+            "in_channels": in_channels,
+            "embed": embed,
+            "hidden": hidden,
+            "dropout": dropout,
+        }
+        self.encoder = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained)
+        self.embed = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels, embed), nn.ReLU())
+        self.recurrent = recurrent
+        if recurrent:
+            self.lstm = nn.LSTM(embed, hidden, batch_first=True, bidirectional=True)
+            self.gru = nn.GRU(embed, hidden, batch_first=True, bidirectional=True)
+            width = 4 * hidden + embed  # both branches concatenated, plus the slice's own embedding
+        else:
+            width = embed
+        self.slice_head = nn.Sequential(nn.Linear(width, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 2))
+        self.attention = nn.Linear(width, 1)
+        self.scan_head = nn.Sequential(nn.Linear(2 * width, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 2))
+
+    @classmethod
+    def from_config(cls, config: dict, *, pretrained: bool = False) -> HemoNet:
+        return cls(**config, pretrained=pretrained)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, return_features: bool = False):
+        """x: B x T x C x H x W (zero-padded along T), lengths: B (default all T).
+
+        Returns {"slice_logits": B x T x 2, "scan_logits": B x 2, ["features": (B*T) x C' x h x w]}.
+        """
+        b, t = x.shape[:2]
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        fmap = self.encoder(x.reshape(b * t, *x.shape[2:]))
+        out = self.forward_features(fmap, b, t, lengths)
+        if return_features:
+            out["features"] = fmap
+        return out
+
+    def forward_features(self, fmap: torch.Tensor, b: int, t: int, lengths: torch.Tensor) -> dict:
+        """Everything after the encoder: (B*T) x C x h x w feature maps -> slice and scan logits. Split out so
+        Grad-CAM can differentiate from the last conv feature map without a second encoder pass."""
+        lengths = lengths.cpu()
+        mask = torch.arange(t)[None, :] < lengths[:, None]  # B x T
+        emb = self.embed(fmap.mean(dim=(2, 3))).reshape(b, t, -1)
+        if self.recurrent:
+            packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+            lstm_out, _ = self.lstm(packed)
+            gru_out, _ = self.gru(packed)
+            lstm_out, _ = pad_packed_sequence(lstm_out, batch_first=True, total_length=t)
+            gru_out, _ = pad_packed_sequence(gru_out, batch_first=True, total_length=t)
+            seq = torch.cat([lstm_out, gru_out, emb], dim=-1)
+        else:
+            seq = emb
+        slice_logits = self.slice_head(seq)
+        # Scan logits: attention-weighted mean and max over the valid slices (a bleed may sit on one slice).
+        mask_d = mask.to(seq.device)
+        scores = self.attention(seq).squeeze(-1).masked_fill(~mask_d, float("-inf"))
+        weights = torch.softmax(scores, dim=1).unsqueeze(-1)
+        pooled = (weights * seq).sum(1)
+        maxed = seq.masked_fill(~mask_d.unsqueeze(-1), float("-inf")).amax(1)
+        scan_logits = self.scan_head(torch.cat([pooled, maxed], dim=-1))
+        return {"slice_logits": slice_logits, "scan_logits": scan_logits, "mask": mask_d}
+
+
+def scan_probability(out: dict, pooling: str) -> torch.Tensor:
+    """Per-scan probability from a forward output: 'head' (the scan head) or 'max_slice' (max slice probability),
+    or 'mean' of both. Which one is chosen on validation and stored in the model card."""
+    head = torch.softmax(out["scan_logits"].float(), -1)[:, 1]
+    slice_p = torch.softmax(out["slice_logits"].float(), -1)[..., 1].masked_fill(~out["mask"], 0.0)
+    max_slice = slice_p.amax(1)
+    if pooling == "head":
+        return head
+    if pooling == "max_slice":
+        return max_slice
+    if pooling == "mean":
+        return (head + max_slice) / 2
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+POOLINGS = ("head", "max_slice", "mean")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,177 @@
+"""Inference: a Predictor that loads a checkpoint once and scores one scan at a time, plus a small CLI.
+
+    python -m ml.predict [--checkpoint DIR] PATH...
+
+Each PATH is an image, a DICOM file or a folder holding one series; one JSON line per scan is printed.
+torch is imported lazily (inside Predictor), so importing this module is cheap for the web process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from ml import paths, preprocess
+
+
+@dataclass
+class ScanResult:
+    """The prediction for one scan (a series, or one image as a series of one)."""
+
+    probability: float
+    label: bool
+    threshold: float
+    slice_probabilities: list[float]
+    heatmaps: list[np.ndarray] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (without the arrays)."""
+        return {
+            "probability": self.probability,
+            "label": self.label,
+            "threshold": self.threshold,
+            "slice_probabilities": self.slice_probabilities,
+            "timings": self.timings,
+        }
+
+
+class Predictor:
+    """Loads a checkpoint folder once (weights_only=True) and predicts scans; CUDA when available."""
+
+    def __init__(self, checkpoint_dir: str | Path | None = None, *, device: str | None = None):
+        import torch
+
+        from ml.train import load_model
+
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else paths.default_checkpoint_dir()
+        if not (self.checkpoint_dir / "model.pt").is_file():
+            raise FileNotFoundError(f"no model.pt in {self.checkpoint_dir}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.metadata = load_model(self.checkpoint_dir, self.device)
+        self.version: str = self.metadata["version"]
+        self.threshold: float = float(self.metadata["threshold"])
+        self.pooling: str = self.metadata.get("scan_pooling", "mean")
+        self.size: int = int(self.metadata["input"]["size"])
+
+    def predict_sources(self, sources: Sequence[str | Path | BinaryIO], *, heatmaps: bool = True) -> ScanResult:
+        """One scan from files/streams, in the order given (sort DICOM series with ml.dicom first)."""
+        start = time.perf_counter()
+        slices = [preprocess.load_slice(s) for s in sources]
+        result = self.predict_slices(slices, heatmaps=heatmaps)
+        result.timings["load"] = result.timings.get("load", 0.0) + (
+            time.perf_counter() - start - result.timings["inference"] - result.timings["heatmap"]
+        )
+        return result
+
+    def predict_slices(self, slices: Sequence[np.ndarray], *, heatmaps: bool = True) -> ScanResult:
+        """One scan from already-loaded uint8 slices in the model window (ml.preprocess.load_slice)."""
+        import torch
+
+        from ml.model import scan_probability
+
+        if not len(slices):
+            raise ValueError("a scan needs at least one slice")
+        start = time.perf_counter()
+        images = [preprocess.crop_resize(np.asarray(s, np.uint8), size=self.size) for s in slices]
+        x = torch.from_numpy(np.stack([preprocess.normalise(im) for im in images]))[None, :, None].to(self.device)
+        lengths = torch.tensor([len(images)])
+        load_time = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(x, lengths)
+            slice_p = torch.softmax(out["slice_logits"].float(), -1)[0, :, 1].cpu().numpy()
+            prob = float(scan_probability(out, self.pooling)[0])
+        inference_time = time.perf_counter() - start
+        start = time.perf_counter()
+        maps = self._gradcam(x, lengths) if heatmaps else []
+        heatmap_time = time.perf_counter() - start
+        return ScanResult(
+            probability=prob,
+            label=bool(prob >= self.threshold),
+            threshold=self.threshold,
+            slice_probabilities=[float(p) for p in slice_p],
+            heatmaps=maps,
+            images=images,
+            timings={"load": load_time, "inference": inference_time, "heatmap": heatmap_time},
+        )
+
+    def _gradcam(self, x, lengths) -> list[np.ndarray]:
+        """Grad-CAM on the last conv feature map for each slice's hemorrhage logit. Gradients are enabled only
+        for this pass and only from the feature map onwards (the encoder runs without autograd)."""
+        import torch
+        import torch.nn.functional as F
+
+        b, t = x.shape[:2]
+        with torch.no_grad():
+            fmap = self.model.encoder(x.reshape(b * t, *x.shape[2:]))
+        with torch.enable_grad():
+            feats = fmap.detach().requires_grad_(True)
+            out = self.model.forward_features(feats, b, t, lengths)
+            logits = out["slice_logits"][0]
+            (logits[:, 1] - logits[:, 0]).sum().backward()
+            weights = feats.grad.mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weights * feats.detach()).sum(1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        # One scale per scan: slices with little evidence stay dim instead of being stretched to full range.
+        peak = float(cam.max())
+        cam = cam / peak if peak > 0 else cam
+        return [c.cpu().numpy().astype(np.float32) for c in cam]
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45) -> Image.Image:
+    """RGB overlay of a [0, 1] heat map (jet colours, weighted by the heat itself) on a uint8 greyscale slice."""
+    from matplotlib import colormaps
+
+    grey = np.asarray(image, np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(-1)
+    heat = np.clip(np.asarray(heatmap, np.float32), 0, 1)
+    if heat.shape != grey.shape:
+        heat = np.asarray(Image.fromarray(heat).resize(grey.shape[::-1], Image.BILINEAR))
+    colour = colormaps["jet"](heat)[..., :3] * 255.0
+    a = (alpha * heat)[..., None]
+    rgb = grey[..., None] * (1 - a) + colour * a
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def main(argv=None) -> int:
+    """Entry point of `python -m ml.predict`: one JSON line per PATH."""
+    parser = argparse.ArgumentParser(prog="python -m ml.predict", description="Score head CT scans.")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: shipped model)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("paths", nargs="+", type=Path, help="image, DICOM file, or folder holding one series")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(2)
+    predictor = Predictor(args.checkpoint, device=args.device)
+    status = 0
+    for path in args.paths:
+        try:
+            slices, names = preprocess.load_scan(path)
+            result = predictor.predict_slices(slices, heatmaps=False)
+            line = {
+                "path": str(path),
+                "model_version": predictor.version,
+                "n_slices": len(slices),
+                "slices": names,
+                **result.to_dict(),
+            }
+        except (OSError, ValueError) as exc:
+            line, status = {"path": str(path), "error": str(exc)}, 1
+        print(json.dumps(line), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

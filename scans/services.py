@@ -1,0 +1,612 @@
+"""Writes for cases and scans. ``scan_ingest`` is THE upload path shared by pages and API.
+
+Ingestion validates everything in memory first (size, type by content, decodability, CT modality, ZIP safety, one
+series), then writes rows and files in one transaction; on any error no row and no file remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import stat
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.http import HttpRequest
+from PIL import Image
+
+from accounts.models import AuditAction, User
+from accounts.permissions import user_can_read_record, user_can_write, user_can_write_record
+from accounts.services import record_audit_event
+from inference import imaging
+from scans.models import Case, Scan, ScanKind, Slice, clean_filename, private_storage, validate_patient_ref
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+MEDIA_STORAGE_DIRECTORY_UID = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+THUMBNAIL_SIZE = (256, 256)
+MB = 1024 * 1024
+
+# Tags removed before a DICOM file is stored (a superset of what identifies a patient, a clinician or a site in the
+# DICOM basic confidentiality profile that matters for us). Geometry, rescale and acquisition parameters stay.
+# UIDs stay too: grouping and ordering need them, and they name no one.
+IDENTIFYING_KEYWORDS = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientBirthName",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "PatientMotherBirthName",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientAge",
+        "PatientSex",
+        "PatientSize",
+        "PatientWeight",
+        "PatientComments",
+        "PatientInsurancePlanCodeSequence",
+        "MilitaryRank",
+        "BranchOfService",
+        "EthnicGroup",
+        "Occupation",
+        "MedicalRecordLocator",
+        "AdditionalPatientHistory",
+        "PatientReligiousPreference",
+        "CountryOfResidence",
+        "RegionOfResidence",
+        "PatientState",
+        "ResponsiblePerson",
+        "ResponsibleOrganization",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "InstitutionCodeSequence",
+        "ReferringPhysicianName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "ReferringPhysicianIdentificationSequence",
+        "PerformingPhysicianName",
+        "PerformingPhysicianIdentificationSequence",
+        "NameOfPhysiciansReadingStudy",
+        "PhysiciansReadingStudyIdentificationSequence",
+        "PhysiciansOfRecord",
+        "PhysiciansOfRecordIdentificationSequence",
+        "RequestingPhysician",
+        "ScheduledPerformingPhysicianName",
+        "OperatorsName",
+        "OperatorIdentificationSequence",
+        "AccessionNumber",
+        "StudyID",
+        "StationName",
+        "DeviceSerialNumber",
+        "RequestAttributesSequence",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "AdmissionID",
+        "StudyDate",
+        "SeriesDate",
+        "AcquisitionDate",
+        "ContentDate",
+        "AcquisitionDateTime",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionTime",
+        "ContentTime",
+        "InstanceCreationDate",
+        "InstanceCreationTime",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "StudyDescription",
+        "SeriesDescription",
+        "ImageComments",
+        "RequestedProcedureDescription",
+        "PerformedProcedureStepDescription",
+        "DerivationDescription",
+        "TextValue",
+        "ContentCreatorName",
+        "PersonName",
+        "VerifyingObserverName",
+    }
+)
+
+
+class IngestError(ValidationError):
+    """An upload was refused; ``message`` says why in words a clinician understands. Nothing was stored."""
+
+
+@dataclass
+class _Upload:
+    """One file to ingest, after ZIPs were expanded."""
+
+    name: str
+    data: bytes
+    kind: str = ""  # "png", "jpeg", "dicom"
+    dataset: Any = None
+
+
+@dataclass
+class _PreparedSlice:
+    name: str
+    data: bytes  # what is stored: the original image, or the de-identified DICOM
+    sha256: str  # of the bytes as uploaded
+    content_type: str
+    greyscale: Any  # uint8 HxW for thumbnail/preview
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --- cases ------------------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def case_create(
+    *, user: User, patient_ref: str, title: str = "", notes: str = "", request: HttpRequest | None = None
+) -> Case:
+    """Create a case in the user's organization (clinicians and admins only)."""
+    if not user_can_write(user):
+        raise PermissionDenied("You may not create cases.")
+    patient_ref = (patient_ref or "").strip()
+    validate_patient_ref(patient_ref)
+    case = Case(
+        organization_id=user.organization_id, owner=user, patient_ref=patient_ref, title=title.strip(), notes=notes
+    )
+    case.full_clean()
+    case.save()
+    record_audit_event(action=AuditAction.CASE_CREATE, actor=user, target=case, request=request)
+    return case
+
+
+@transaction.atomic
+def case_update(
+    *, case: Case, user: User, title: str | None = None, notes: str | None = None, request: HttpRequest | None = None
+) -> Case:
+    """Change a case's title or notes (the patient reference is fixed once set)."""
+    if not user_can_write_record(user, case.organization_id):
+        raise PermissionDenied("You may not change this case.")
+    changed = []
+    if title is not None:
+        case.title, changed = title.strip(), [*changed, "title"]
+    if notes is not None:
+        case.notes, changed = notes, [*changed, "notes"]
+    if changed:
+        case.full_clean()
+        case.save(update_fields=[*changed, "modified"])
+        record_audit_event(action="case.update", actor=user, target=case, request=request, details={"fields": changed})
+    return case
+
+
+def case_record_view(*, case: Case, user: User, request: HttpRequest | None = None) -> None:
+    """Audit that a user opened a case (pages and API call it from their detail views)."""
+    if not user_can_read_record(user, case.organization_id):
+        raise PermissionDenied
+    record_audit_event(action=AuditAction.CASE_VIEW, actor=user, target=case, request=request)
+
+
+# --- ingestion --------------------------------------------------------------------------------------------------------
+
+
+def scan_ingest(*, case: Case, user: User, files: Sequence[BinaryIO], request: HttpRequest | None = None) -> Scan:
+    """Validate and store one upload as one Scan of ``case``; return it with its ordered slices.
+
+    ``files``: Django UploadedFiles (or binary file objects with a ``name``): one PNG or JPEG, one or several DICOM
+    files of one CT series, or a ZIP holding one series. Type is detected from content, never from the name.
+    Raises IngestError (a ValidationError) with a clear message; on any error no rows or files are left.
+    Identifying DICOM tags and private tags are removed before anything is written.
+    """
+    if not user_can_write_record(user, case.organization_id):
+        raise PermissionDenied("You may not upload to this case.")
+    uploads, uploaded_names = _read_uploads(files)
+    prepared, kind, modality, details = _prepare(uploads)
+    return _store(
+        case=case,
+        user=user,
+        prepared=prepared,
+        kind=kind,
+        modality=modality,
+        details=details,
+        uploaded_names=uploaded_names,
+        request=request,
+    )
+
+
+def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
+    limit = settings.HEMO_MAX_UPLOAD_MB * MB
+    if not files:
+        raise IngestError("No file was uploaded.", code="empty")
+    declared = sum(int(getattr(f, "size", 0) or 0) for f in files)
+    if declared > limit:
+        raise IngestError(_too_big(declared, limit), code="too_large")
+    uploads: list[_Upload] = []
+    total = 0
+    for f in files:
+        name = clean_filename(getattr(f, "name", "") or "", default="upload")
+        if hasattr(f, "seek"):
+            f.seek(0)
+        # Read at most one byte over the limit: enough to know it is too big without holding more.
+        data = f.read(limit - total + 1)
+        total += len(data)
+        if total > limit:
+            raise IngestError(_too_big(total, limit), code="too_large")
+        if not data:
+            raise IngestError(f"The file {name} is empty.", code="empty")
+        uploads.append(_Upload(name=name, data=data))
+    expanded: list[_Upload] = []
+    for upload in uploads:
+        if upload.data.startswith(ZIP_MAGICS):
+            expanded.extend(_expand_zip(upload))
+        else:
+            expanded.append(upload)
+    return expanded, [u.name for u in uploads]
+
+
+def _too_big(size: int, limit: int) -> str:
+    return f"The upload is {size / MB:.1f} MB; the limit is {limit / MB:.0f} MB."
+
+
+def _unsafe_member_name(name: str) -> bool:
+    normalized = name.replace("\\", "/")
+    parts = PurePosixPath(normalized).parts
+    return normalized.startswith("/") or bool(re.match(r"^[A-Za-z]:", normalized)) or ".." in parts or "\x00" in name
+
+
+def _expand_zip(upload: _Upload) -> list[_Upload]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(upload.data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise IngestError(f"{upload.name} is not a readable ZIP archive ({exc}).", code="bad_zip") from exc
+    if len(infos) > settings.HEMO_ZIP_MAX_MEMBERS:
+        raise IngestError(
+            f"{upload.name} holds {len(infos)} entries; at most {settings.HEMO_ZIP_MAX_MEMBERS} are accepted.",
+            code="zip_too_many",
+        )
+    max_total = settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB * MB
+    max_ratio = settings.HEMO_ZIP_MAX_RATIO
+    members: list[zipfile.ZipInfo] = []
+    total = 0
+    for info in infos:
+        if _unsafe_member_name(info.filename):
+            raise IngestError(
+                f"{upload.name} contains an unsafe path ({info.filename!r}); archives must not point outside "
+                "themselves.",
+                code="zip_unsafe_path",
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise IngestError(f"{upload.name} contains a symbolic link ({info.filename!r}).", code="zip_symlink")
+        if info.flag_bits & 0x1:
+            raise IngestError(f"{upload.name} is encrypted; upload an unencrypted archive.", code="zip_encrypted")
+        if info.is_dir():
+            continue
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+        base = parts[-1] if parts else ""
+        # Folders and files that archivers add (macOS metadata, hidden files, the DICOMDIR index) carry no slice.
+        if parts and (parts[0] == "__MACOSX" or base.startswith(".") or base.upper() == "DICOMDIR"):
+            continue
+        total += info.file_size
+        if total > max_total:
+            raise IngestError(
+                f"{upload.name} expands to more than {settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB} MB.", code="zip_bomb"
+            )
+        # Real images compress a few times at most; extreme ratios are how decompression bombs work.
+        if info.file_size > MB and info.file_size > max_ratio * max(info.compress_size, 1):
+            raise IngestError(
+                f"{upload.name} looks like a decompression bomb ({info.filename!r} is compressed "
+                f"{info.file_size // max(info.compress_size, 1)}:1).",
+                code="zip_bomb",
+            )
+        members.append(info)
+    if total > MB and total > max_ratio * len(upload.data):
+        raise IngestError(f"{upload.name} looks like a decompression bomb.", code="zip_bomb")
+    if not members:
+        raise IngestError(f"The ZIP archive {upload.name} contains no files.", code="empty")
+    expanded = []
+    for info in members:
+        try:
+            data = archive.read(info)  # zipfile stops at the declared size and checks the CRC
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise IngestError(f"{upload.name} is damaged ({info.filename}: {exc}).", code="bad_zip") from exc
+        name = clean_filename(info.filename, default="member")
+        if data.startswith(ZIP_MAGICS):
+            raise IngestError(
+                f"{upload.name} contains another ZIP archive ({name}); upload a single archive.", code="zip_nested"
+            )
+        if not data:
+            raise IngestError(f"The file {name} in {upload.name} is empty.", code="empty")
+        expanded.append(_Upload(name=name, data=data))
+    return expanded
+
+
+def _detect(upload: _Upload) -> None:
+    head = upload.data[:16]
+    if head.startswith(PNG_MAGIC):
+        upload.kind = "png"
+    elif head.startswith(JPEG_MAGIC):
+        upload.kind = "jpeg"
+    else:
+        try:
+            upload.dataset = imaging.read_dicom(upload.data)
+        except imaging.DicomError as exc:
+            raise IngestError(
+                f"{upload.name} is not a supported file. Upload a PNG or JPEG image, DICOM files of one CT "
+                "series, or a ZIP of such a series.",
+                code="unsupported_type",
+            ) from exc
+        upload.kind = "dicom"
+
+
+def _is_dicomdir(ds: Any) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    return sop_class == MEDIA_STORAGE_DIRECTORY_UID or "DirectoryRecordSequence" in ds
+
+
+def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
+    for upload in uploads:
+        _detect(upload)
+    uploads = [u for u in uploads if not (u.kind == "dicom" and _is_dicomdir(u.dataset))]
+    if not uploads:
+        raise IngestError("The upload contains no image.", code="empty")
+    kinds = {u.kind for u in uploads}
+    if "dicom" in kinds and len(kinds) > 1:
+        raise IngestError("The upload mixes DICOM files and PNG/JPEG images; upload them separately.", code="mixed")
+    if "dicom" in kinds:
+        return _prepare_dicom(uploads)
+    if len(uploads) > 1:
+        raise IngestError(
+            f"The upload holds {len(uploads)} PNG/JPEG images; upload one image at a time (a PNG or JPEG is "
+            "analysed as a single slice), or a DICOM series.",
+            code="several_images",
+        )
+    return _prepare_image(uploads[0])
+
+
+def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dict]:
+    expected = "PNG" if upload.kind == "png" else "JPEG"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data)) as probe:
+                if probe.format != expected:
+                    raise ValueError(f"content is {probe.format}, not {expected}")
+                width, height = probe.size
+                if width * height > settings.HEMO_MAX_IMAGE_PIXELS:
+                    raise IngestError(f"{upload.name} is too large ({width}x{height} pixels).", code="too_large")
+                probe.verify()  # checksums (PNG CRCs) without decoding
+            with Image.open(io.BytesIO(upload.data)) as image:
+                image.load()  # a full decode: truncated or corrupt data fails here
+    except IngestError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on bad data
+        raise IngestError(
+            f"{upload.name} is not a valid {expected} image: it is damaged or incomplete.", code="corrupt_image"
+        ) from exc
+    try:
+        greyscale = imaging.load_slice(upload.data)
+    except Exception as exc:
+        raise IngestError(
+            f"{upload.name} could not be read as a greyscale slice ({exc}).", code="corrupt_image"
+        ) from exc
+    content_type = "image/png" if upload.kind == "png" else "image/jpeg"
+    # Images are stored as uploaded (the checksum then matches what the user has). They carry no DICOM tags;
+    # text burnt into pixels cannot be removed automatically, which the upload page should say.
+    prepared = _PreparedSlice(
+        name=upload.name,
+        data=upload.data,
+        sha256=hashlib.sha256(upload.data).hexdigest(),
+        content_type=content_type,
+        greyscale=greyscale,
+        meta={"rows": height, "columns": width},
+    )
+    return [prepared], ScanKind.IMAGE, "", {"format": expected}
+
+
+def _deidentify(ds: Any) -> None:
+    def remove(dataset: Any, element: Any) -> None:
+        if element.tag.is_private or element.keyword in IDENTIFYING_KEYWORDS:
+            del dataset[element.tag]
+
+    ds.walk(remove)
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "HemoPlatform: identifying, date and private tags removed"
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
+    if len(uploads) > settings.HEMO_MAX_SLICES:
+        raise IngestError(
+            f"The series has {len(uploads)} slices; at most {settings.HEMO_MAX_SLICES} are accepted.",
+            code="too_many_slices",
+        )
+    series = {str(u.dataset.get("SeriesInstanceUID", "")) for u in uploads}
+    if len(series) > 1:
+        raise IngestError(
+            f"The upload holds {len(series)} different DICOM series; upload one series at a time.",
+            code="several_series",
+        )
+    seen: set[str] = set()
+    greyscales = []  # uint8 windowed images, kept instead of float32 HU to bound memory on long series
+    for upload in uploads:
+        ds = upload.dataset
+        if "PixelData" not in ds:
+            raise IngestError(f"{upload.name} is a DICOM file without an image.", code="no_pixels")
+        sop = str(ds.get("SOPInstanceUID", ""))
+        if sop and sop in seen:
+            raise IngestError(f"{upload.name} repeats a slice that is already in the upload.", code="duplicate")
+        seen.add(sop)
+        try:
+            hu = imaging.to_hu(ds)
+            reason = imaging.ct_rejection_reason(ds, hu)
+        except imaging.DicomError as exc:
+            raise IngestError(
+                f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom"
+            ) from exc
+        if reason:
+            raise IngestError(f"{upload.name}: {reason}", code="not_ct")
+        greyscales.append(imaging.window_dicom(ds, hu))
+        del hu
+        # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
+        if getattr(ds, "_pixel_array", None) is not None:
+            ds._pixel_array = None
+    order = imaging.sort_datasets([u.dataset for u in uploads])
+    prepared = []
+    for i in order:
+        upload, greyscale = uploads[i], greyscales[i]
+        ds = upload.dataset
+        meta = {
+            "rows": int(ds.get("Rows", 0) or 0) or None,
+            "columns": int(ds.get("Columns", 0) or 0) or None,
+            "rescale_slope": _float_or_none(ds.get("RescaleSlope", 1)),
+            "rescale_intercept": _float_or_none(ds.get("RescaleIntercept", 0)),
+            "pixel_spacing": _floats(ds.get("PixelSpacing")),
+            "slice_thickness": _float_or_none(ds.get("SliceThickness")),
+            "image_position": _floats(ds.get("ImagePositionPatient")),
+            "slice_position": imaging.slice_position(ds),
+            "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
+            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+        }
+        sha = hashlib.sha256(upload.data).hexdigest()
+        _deidentify(ds)
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        prepared.append(
+            _PreparedSlice(
+                name=upload.name,
+                data=buffer.getvalue(),
+                sha256=sha,
+                content_type="application/dicom",
+                greyscale=greyscale,
+                meta=meta,
+            )
+        )
+    first = uploads[order[0]].dataset
+    details = {
+        "gantry_tilt": _float_or_none(first.get("GantryDetectorTilt")),
+        "manufacturer": str(first.get("Manufacturer", "")),
+    }
+    return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
+
+
+def _png_bytes(greyscale: Any, *, thumbnail: bool) -> bytes:
+    image = Image.fromarray(greyscale).convert("L")
+    if thumbnail:
+        image.thumbnail(THUMBNAIL_SIZE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _scan_checksum(prepared: list[_PreparedSlice]) -> str:
+    # The same series gives the same checksum whether it came as files or as a ZIP.
+    if len(prepared) == 1:
+        return prepared[0].sha256
+    return hashlib.sha256("\n".join(p.sha256 for p in prepared).encode()).hexdigest()
+
+
+def _store(
+    *,
+    case: Case,
+    user: User,
+    prepared: list[_PreparedSlice],
+    kind: str,
+    modality: str,
+    details: dict,
+    uploaded_names: list[str],
+    request: HttpRequest | None,
+) -> Scan:
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            scan = Scan.objects.create(
+                case=case,
+                kind=kind,
+                modality=modality,
+                slice_count=len(prepared),
+                sha256=_scan_checksum(prepared),
+                uploaded_by=user,
+                original_filenames=uploaded_names,
+                details=details,
+            )
+            rows = []
+            for index, item in enumerate(prepared):
+                slice_ = Slice(
+                    scan=scan,
+                    index=index,
+                    original_filename=item.name,
+                    content_type=item.content_type,
+                    sha256=item.sha256,
+                    **item.meta,
+                )
+                stem = PurePosixPath(item.name).stem or "slice"
+                slice_.file.save(item.name, ContentFile(item.data), save=False)
+                written.append(slice_.file.name)
+                slice_.thumbnail.save(
+                    f"{stem}-thumb.png", ContentFile(_png_bytes(item.greyscale, thumbnail=True)), save=False
+                )
+                written.append(slice_.thumbnail.name)
+                slice_.preview.save(
+                    f"{stem}-preview.png", ContentFile(_png_bytes(item.greyscale, thumbnail=False)), save=False
+                )
+                written.append(slice_.preview.name)
+                rows.append(slice_)
+            Slice.objects.bulk_create(rows)
+            record_audit_event(
+                action=AuditAction.SCAN_UPLOAD,
+                actor=user,
+                organization=case.organization,
+                target=scan,
+                request=request,
+                details={"case": str(case.pk), "kind": kind, "slices": len(prepared), "sha256": scan.sha256},
+            )
+    except BaseException:
+        _delete_files(written)
+        raise
+    # Callers that wrap ingestion in a bigger transaction delete these if that transaction fails (scan_files_delete).
+    scan.stored_file_names = written
+    return scan
+
+
+def _delete_files(names: list[str]) -> None:
+    storage = private_storage()
+    for name in names:
+        try:
+            storage.delete(name)
+        except OSError:
+            pass
+
+
+def scan_files_delete(*, scan: Scan) -> None:
+    """Remove a scan's files from storage (after its rows were deleted or rolled back)."""
+    names = getattr(scan, "stored_file_names", None)
+    if names is None:
+        names = [n for s in scan.slices.all() for n in (s.file.name, s.thumbnail.name, s.preview.name) if n]
+    _delete_files(names)

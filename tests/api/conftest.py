@@ -1,0 +1,132 @@
+"""Fixtures for the API tests (the shared ones — users per role and organization, data paths, the real worker —
+come from tests/conftest.py).
+
+    api_client               an anonymous rest_framework APIClient
+    token_for(user) -> key   the user's API token (created through the service, as POST /auth/token/ would)
+    client_for(user)         an APIClient sending `Authorization: Token <key>`
+    png_bytes(size=64)       a small valid greyscale PNG made here (no data folder needed)
+    active_model             a registered, active model of random bytes (enough for uploads; the worker would
+                             fail it, which is what the failure paths want)
+    record_set               a case of `organization` with one uploaded scan, its queued prediction and one heat
+                             map, for the access matrix
+    worker_model_version     a model the real worker can run: the trained default model when there is one, else a
+                             tiny randomly initialised network of the same architecture (real code, meaningless
+                             numbers: enough to prove the plumbing)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from PIL import Image
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    # Throttle counters live in the (process-local) cache; every test starts with none.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def token_for(db):
+    from accounts.api.services import api_token_get_or_create
+
+    def make(user) -> str:
+        return api_token_get_or_create(user=user)[0].key
+
+    return make
+
+
+@pytest.fixture
+def client_for(token_for):
+    def make(user) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+        return client
+
+    return make
+
+
+def make_png(size: int = 64, *, value: int = 90) -> bytes:
+    image = Image.new("L", (size, size), 0)
+    for x in range(size // 4, 3 * size // 4):
+        for y in range(size // 4, 3 * size // 4):
+            image.putpixel((x, y), value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def png_bytes():
+    return make_png
+
+
+@pytest.fixture
+def active_model(db, fake_model_dir):
+    from inference.services import model_version_register
+
+    version, _ = model_version_register(path=fake_model_dir, activate=True)
+    return version
+
+
+@pytest.fixture
+def record_set(case, clinician, active_model):
+    from django.core.files.base import ContentFile
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from inference.models import HeatMap
+    from inference.services import scan_submit
+
+    scan, prediction = scan_submit(case=case, user=clinician,
+                                   files=[SimpleUploadedFile("slice.png", make_png())])
+    heatmap = HeatMap(prediction=prediction, slice=scan.slices.get(), index=0, probability=0.5)
+    heatmap.image.save("heatmap.png", ContentFile(make_png(value=200)), save=True)
+    return {"case": case, "scan": scan, "prediction": prediction, "model": active_model}
+
+
+def _random_checkpoint(directory: Path) -> Path:
+    from ml.model import HemoNet
+    from ml.train import save_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model = HemoNet(encoder="small", recurrent=True, embed=32, hidden=16, pretrained=False)
+    save_state_dict(model, directory / "model.pt")
+    card = {"name": "hemo-test-random", "version": "test-random", "threshold": 0.5, "scan_pooling": "mean",
+            "architecture": model.config, "input": {"size": 64}, "metrics": {}}
+    (directory / "metadata.json").write_text(json.dumps(card))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def worker_model_dir(tmp_path_factory) -> Path:
+    from django.conf import settings
+
+    trained = Path(settings.HEMO_MODEL_DIR)
+    if (trained / "model.pt").is_file() and (trained / "metadata.json").is_file():
+        return trained
+    try:
+        return _random_checkpoint(tmp_path_factory.mktemp("random-model"))
+    except Exception as exc:  # the ml package changed shape: say so instead of failing the API suite
+        pytest.skip(f"no trained model at {trained} and no random stand-in could be built ({exc!r})")
+
+
+@pytest.fixture
+def worker_model_version(transactional_db, worker_model_dir):
+    from inference.services import model_version_register
+
+    version, _ = model_version_register(path=worker_model_dir, activate=True, copy=False)
+    return version

@@ -1,0 +1,150 @@
+"""Uploads through the API: the shared ingestion service decides, refusals are 4xx JSON and store nothing."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from inference.models import Prediction
+from scans.models import Scan, Slice
+from tests.api.conftest import make_png
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(make_png(128))
+    data[60:90] = b"\x00" * 30  # inside the image data: the CRC no longer matches
+    return bytes(data)
+
+
+BAD_UPLOADS = {
+    "non-image": ([("notes.png", b"this is a text file, not an image")], "unsupported_type", "not a supported file"),
+    "corrupt-png": ([("slice.png", _corrupt_png())], "corrupt_image", "damaged or incomplete"),
+    "truncated-png": ([("slice.png", make_png(128)[:70])], "corrupt_image", "damaged or incomplete"),
+    "empty-file": ([("empty.png", b"")], "empty", "is empty"),
+    "zip-traversal": ([("series.zip", _zip({"../evil.png": make_png()}))], "zip_unsafe_path", "unsafe path"),
+    "zip-absolute": ([("series.zip", _zip({"/etc/evil.png": make_png()}))], "zip_unsafe_path", "unsafe path"),
+    "two-images": ([("a.png", make_png()), ("b.png", make_png(value=50))], "several_images", "one image at a time"),
+    "no-files": ([], "empty", "No file was uploaded"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_UPLOADS))
+def test_bad_upload_is_refused_with_a_message_and_nothing_stored(kind, case, clinician, client_for, active_model,
+                                                                 private_files):
+    files, code, words = BAD_UPLOADS[kind]
+    before = private_files()
+    data = {"files": [SimpleUploadedFile(name, content) for name, content in files]} if files else {}
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/", data, format="multipart")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert set(body) == {"detail", "code", "errors"}
+    assert body["code"] == code, body
+    assert words in body["detail"], body
+    assert list(body["errors"]) == ["files"] and words in body["errors"]["files"][0]
+    assert not Scan.objects.exists() and not Slice.objects.exists() and not Prediction.objects.exists()
+    assert private_files() == before
+
+
+def test_api_and_service_give_the_same_message(case, clinician, client_for, active_model):
+    # The API adds no validation of its own: the message is the service's, word for word.
+    from scans.services import IngestError, scan_ingest
+
+    bad = b"GIF89a not what we take"
+    with pytest.raises(IngestError) as refused:
+        scan_ingest(case=case, user=clinician, files=[SimpleUploadedFile("x.gif", bad)])
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
+                                          {"files": [SimpleUploadedFile("x.gif", bad)]}, format="multipart")
+    assert response.json()["errors"]["files"] == refused.value.messages
+
+
+def test_upload_size_limit_comes_from_the_service(case, clinician, client_for, active_model, settings):
+    settings.HEMO_MAX_UPLOAD_MB = 0
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
+                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    assert response.status_code == 400 and response.json()["code"] == "too_large"
+
+
+def test_json_body_is_refused_for_uploads(case, clinician, client_for, active_model):
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/", {"files": "x"}, format="json")
+    assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
+
+
+def test_upload_without_an_active_model_is_503_and_stores_nothing(case, clinician, client_for, settings, tmp_path,
+                                                                  private_files):
+    settings.HEMO_MODEL_DIR = tmp_path / "no-model"
+    before = private_files()
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
+                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    assert response.status_code == 503
+    assert response.json()["code"] == "model_unavailable" and "register_model" in response.json()["detail"]
+    assert not Scan.objects.exists() and private_files() == before
+
+
+def test_good_upload_returns_the_scan_with_its_queued_prediction(case, clinician, client_for, active_model):
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
+                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    scan = Scan.objects.get()
+    assert body["id"] == str(scan.pk) and body["case"] == str(case.pk) and body["slice_count"] == 1
+    assert body["kind"] == "image" and body["uploaded_by"] == clinician.username
+    assert body["prediction"]["status"] == "queued"
+    assert body["prediction"]["id"] == str(Prediction.objects.get(scan=scan).pk)
+    assert body["prediction"]["url"].endswith(f"/api/v1/predictions/{body['prediction']['id']}/")
+
+
+def test_uploads_are_throttled_per_user(case, clinician, org_admin, client_for, active_model, settings):
+    settings.HEMO_API_THROTTLE_RATES = {**settings.HEMO_API_THROTTLE_RATES, "upload": "2/hour"}
+    client = client_for(clinician)
+    url = f"/api/v1/cases/{case.pk}/scans/"
+    for value in (60, 70):
+        response = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=value))]},
+                               format="multipart")
+        assert response.status_code == 201
+    response = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=80))]}, format="multipart")
+    assert response.status_code == 429 and response.json()["code"] == "throttled"
+    assert Scan.objects.count() == 2
+    # Reading is not throttled, and another user has their own budget.
+    assert client.get(url).status_code == 200
+    assert client_for(org_admin).post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=90))]},
+                                      format="multipart").status_code == 201
+
+
+def test_rerun_with_another_model_version_creates_a_prediction(case, clinician, client_for, active_model,
+                                                               fake_model_dir, tmp_path):
+    import shutil
+
+    from inference.services import model_version_register
+
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
+                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    first = response.json()["prediction"]["id"]
+    other_dir = tmp_path / "other-model"
+    shutil.copytree(fake_model_dir, other_dir)
+    (other_dir / "model.pt").write_bytes(b"other weights")
+    other, _ = model_version_register(path=other_dir, activate=False)
+    client = client_for(clinician)
+    same = client.post(f"/api/v1/predictions/{first}/rerun/", {}, format="json")
+    assert same.status_code == 200 and same.json()["id"] == first
+    created = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": str(other.pk)}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["model_version"]["id"] == str(other.pk) and created.json()["status"] == "queued"
+    by_version = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": other.version},
+                             format="json")
+    assert by_version.status_code == 200 and by_version.json()["id"] == created.json()["id"]
+    unknown = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": "9.9.9"}, format="json")
+    assert unknown.status_code == 400 and list(unknown.json()["errors"]) == ["model_version"]
+    assert Prediction.objects.count() == 2
+    models = client.get("/api/v1/models/").json()
+    assert [m["is_active"] for m in models["results"]] == [True, False]

@@ -1,0 +1,183 @@
+"""DICOM reading: HU arithmetic, windowing, ordering (tilt, uneven spacing, shuffled files), real files."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from ml import dicom, preprocess
+from tests.ml.conftest import head_phantom_hu
+
+
+def make_ct(
+    hu: np.ndarray,
+    *,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    position=(0.0, 0.0, 0.0),
+    orientation=(1, 0, 0, 0, 1, 0),
+    instance: int = 1,
+    geometry: bool = True,
+) -> FileDataset:
+    """A minimal CT dataset whose stored pixels give `hu` after rescale."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.InstanceNumber = instance
+    stored = np.rint((hu - intercept) / slope).astype(np.int16)
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.WindowCenter = pydicom.multival.MultiValue(pydicom.valuerep.DSfloat, [40, 40])
+    ds.WindowWidth = pydicom.multival.MultiValue(pydicom.valuerep.DSfloat, [80, 80])
+    if geometry:
+        ds.ImagePositionPatient = list(position)
+        ds.ImageOrientationPatient = list(orientation)
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def to_bytes(ds: FileDataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_window_arithmetic_on_known_hu():
+    hu = np.array([-1000, 0, 20, 40, 60, 80, 1000], np.float32)
+    out = preprocess.apply_window(hu, 40, 80)
+    # 0 HU is the window's lower edge, 80 HU the upper one; linear in between (40 HU -> 127.5 -> 128).
+    assert out.tolist() == [0, 0, 64, 128, 191, 255, 255]
+    assert out.dtype == np.uint8
+    bone = preprocess.apply_window(np.array([-800, 600, 2000], np.float32), *preprocess.BONE_WINDOW)
+    assert bone.tolist() == [0, 128, 255]
+
+
+def test_to_hu_applies_slope_and_intercept_with_signed_pixels():
+    hu = np.array([[-2048, -1000], [35, 3000]], np.float32)
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(make_ct(hu, slope=2.0, intercept=-1024.0))))
+    out = dicom.to_hu(ds)
+    assert out.dtype == np.float32 and out.shape == (2, 2)
+    np.testing.assert_allclose(out, hu, atol=1.0)
+
+
+def test_dicom_slice_goes_through_the_model_window():
+    hu = np.rint(head_phantom_hu(128))  # integer HU: stored pixels represent them exactly
+    ds_bytes = to_bytes(make_ct(hu))
+    from_dicom = preprocess.load_slice(io.BytesIO(ds_bytes))
+    np.testing.assert_array_equal(from_dicom, preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
+
+
+def _tilted_series(n=12, tilt_deg=18.5, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.radians(tilt_deg)
+    row, col = np.array([1.0, 0, 0]), np.array([0, np.cos(t), np.sin(t)])
+    normal = np.cross(row, col)
+    gaps = rng.uniform(1.0, 7.0, size=n)  # uneven spacing, like the GE series
+    offsets = np.cumsum(gaps)
+    datasets = []
+    for i, d in enumerate(offsets):
+        # Positions along the tilted normal, plus an in-plane shift that makes raw z misleading.
+        pos = d * normal + (i % 3) * 40.0 * col
+        datasets.append(
+            make_ct(np.full((4, 4), float(i)), position=tuple(pos), orientation=(*row, *col), instance=n - i)
+        )  # InstanceNumber deliberately reversed: geometry must win
+    return datasets
+
+
+def test_sort_follows_slice_normal_with_tilt_uneven_spacing_and_shuffled_files():
+    series = _tilted_series()
+    order = list(range(len(series)))
+    random.Random(3).shuffle(order)
+    shuffled = [series[i] for i in order]
+    ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
+    assert [float(dicom.to_hu(ds)[0, 0]) for ds in ranked] == [float(i) for i in range(len(series))]
+    keys = [dicom.sort_key(ds)[1] for ds in ranked]
+    assert keys == sorted(keys)
+
+
+def test_sort_falls_back_to_instance_number_without_geometry():
+    series = [make_ct(np.full((4, 4), float(i)), instance=i + 1, geometry=False) for i in range(6)]
+    shuffled = series[::-1]
+    ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
+    assert [int(ds.InstanceNumber) for ds in ranked] == [1, 2, 3, 4, 5, 6]
+
+
+def test_series_folder_on_disk_is_ordered(tmp_path):
+    series = _tilted_series(n=8, seed=1)
+    names = [f"{i:02d}.dcm" for i in range(len(series))]
+    random.Random(5).shuffle(names)  # file names carry no order
+    for ds, name in zip(series, names, strict=True):
+        (tmp_path / name).write_bytes(to_bytes(ds))
+    slices, ordered_names = preprocess.load_scan(tmp_path)
+    assert len(slices) == 8
+    assert ordered_names == names
+
+
+def test_non_dicom_raises_clear_error():
+    with pytest.raises(dicom.DicomError):
+        dicom.read_dataset(io.BytesIO(b"this is not a dicom file at all" * 10))
+
+
+def test_multi_valued_window_center():
+    ds = make_ct(np.zeros((4, 4)))
+    assert dicom.first_value(ds.WindowCenter) == 40.0
+    assert dicom.first_value(None) is None
+
+
+# ---- the real files under ../shared/data/dicom -----------------------------------------------------------
+
+
+def test_ge_head_series_loads_28_ordered_slices(dicom_root):
+    files = sorted((dicom_root / "ge_head_series").glob("*.dcm"))
+    assert len(files) == 28
+    shuffled = files[:]
+    random.Random(0).shuffle(shuffled)
+    datasets = dicom.read_series(shuffled)
+    positions = [dicom.sort_key(ds)[1] for ds in datasets]
+    assert (np.diff(positions) > 0).all(), "slices must be strictly ordered along the normal"
+    gaps = np.diff(positions)
+    assert gaps.max() / gaps.min() > 2, "this series has uneven spacing; ordering must not assume a constant step"
+    assert [int(ds.InstanceNumber) for ds in datasets] == list(range(1, 29))
+    slices, _ = preprocess.load_scan(dicom_root / "ge_head_series")
+    assert len(slices) == 28 and all(s.dtype == np.uint8 and s.ndim == 2 for s in slices)
+
+
+def test_rsna_slices_load_as_seven_singles(dicom_root):
+    files = sorted((dicom_root / "rsna_slices").glob("*.dcm"))
+    assert len(files) == 7
+    for f in files:
+        ds = dicom.read_dataset(f)
+        assert dicom.is_ct(ds)
+        hu = dicom.to_hu(ds)
+        assert hu.ndim == 2 and hu.min() >= -3100 and hu.max() < 5000
+        s = preprocess.load_slice(f)
+        assert s.dtype == np.uint8 and s.shape == hu.shape
+        assert 0.05 < (s > 0).mean() < 0.95, "a head in the brain window: neither empty nor saturated"
+
+
+def test_ct_ich_hu_slices_load(dicom_root):
+    files = sorted((dicom_root / "ct_ich_hu_slices" / "images").glob("*.dcm"))
+    assert len(files) == 20
+    for f in files:
+        ds = dicom.read_dataset(f)
+        assert dicom.is_ct_like(ds)
+        s = preprocess.load_slice(f)
+        assert s.shape == (512, 512) and s.dtype == np.uint8
+        x = preprocess.prepare(s, size=96)
+        assert x.shape == (1, 96, 96) and x.dtype == np.float32

@@ -1,0 +1,84 @@
+"""Preprocessing: one path for PNG/JPG and DICOM, blind to size, colour mode, padding and burnt-in letters."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from ml import preprocess
+from tests.ml.conftest import head_phantom_hu
+
+
+def png_bytes(arr: np.ndarray, mode: str) -> io.BytesIO:
+    img = Image.fromarray(arr)
+    if mode == "RGB":
+        img = img.convert("RGB")
+    elif mode == "RGBA":
+        img = img.convert("RGBA")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    buf.seek(0)
+    return buf
+
+
+def test_colour_modes_give_the_same_greyscale_slice():
+    u8 = preprocess.apply_window(head_phantom_hu(160, bleed=True), *preprocess.MODEL_WINDOW)
+    grey = [preprocess.load_slice(png_bytes(u8, m)) for m in ("L", "RGB", "RGBA")]
+    for g in grey:
+        assert g.dtype == np.uint8 and g.ndim == 2
+        np.testing.assert_array_equal(g, u8)
+
+
+def test_png_and_dicom_derive_the_same_model_input(tmp_path):
+    from tests.ml.test_dicom import make_ct, to_bytes
+
+    hu = np.rint(head_phantom_hu(200, bleed=True))
+    dcm_path = tmp_path / "slice.dcm"
+    dcm_path.write_bytes(to_bytes(make_ct(hu)))
+    png_path = tmp_path / "slice.png"
+    Image.fromarray(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)).convert("RGB").save(png_path)
+    a = preprocess.prepare(preprocess.load_slice(dcm_path), size=96)
+    b = preprocess.prepare(preprocess.load_slice(png_path), size=96)
+    assert a.shape == (1, 96, 96) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+
+
+def test_crop_is_blind_to_canvas_size_padding_and_letters():
+    head = preprocess.apply_window(head_phantom_hu(200, bleed=True), *preprocess.MODEL_WINDOW)
+    canvas = np.zeros((520, 700), np.uint8)  # a bigger, non-square image with the head off-centre
+    canvas[150:350, 300:500] = head
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([10, 10, 60, 70], fill=255)  # a burnt-in panel letter block in the corner
+    draw.text((600, 480), "R", fill=255)
+    lettered = np.asarray(img)
+    a = preprocess.crop_resize(head, size=128)
+    b = preprocess.crop_resize(lettered, size=128)
+    assert a.shape == b.shape == (128, 128)
+    # Same picture of the head; the letters and the canvas leave no trace. The box may move by a pixel at the
+    # coarser search resolution of big images, so compare after a light blur.
+    blur = lambda im: ndimage.gaussian_filter(im.astype(float), 1.5)  # noqa: E731
+    assert np.abs(blur(a) - blur(b)).mean() < 1.0
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    assert b[:10, :10].max() == 0
+    # An upscaled copy (a bigger file of the same head) gives the same input too.
+    big = np.asarray(Image.fromarray(lettered).resize((1400, 1040), Image.BILINEAR))
+    c = preprocess.crop_resize(big, size=128)
+    assert np.abs(blur(a) - blur(c)).mean() < 4.0
+
+
+def test_grey_background_is_not_taken_for_the_head():
+    head = preprocess.apply_window(head_phantom_hu(200), *preprocess.MODEL_WINDOW)
+    grey_bg = np.where(head == 0, 60, head).astype(np.uint8)
+    grey_bg = np.pad(grey_bg, 60, constant_values=60)
+    top, bottom, left, right = preprocess.head_bbox(grey_bg)
+    # The head spans about 0.84 x 0.72 of its 200 px box; the 60 px grey border must be excluded.
+    assert top >= 60 and left >= 60 and bottom <= 260 + 4 and right <= 260 + 4
+
+
+def test_prepare_normalises_with_encoder_statistics():
+    x = preprocess.prepare(np.full((50, 50), 255, np.uint8), size=32)
+    np.testing.assert_allclose(x, (1 - preprocess.NORM_MEAN) / preprocess.NORM_STD, rtol=1e-5)

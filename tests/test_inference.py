@@ -1,0 +1,227 @@
+"""Model versions, prediction requests, the prediction task (twice: idempotent) and the real-worker path."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import AuditAction, AuditEvent
+from hemoplatform.celery import route_task
+from inference.models import HeatMap, ModelVersion, Prediction, PredictionStatus
+from inference.predictor import clear_predictors
+from inference.services import (
+    ModelUnavailable,
+    model_version_get_active,
+    model_version_register,
+    prediction_request,
+    prediction_run,
+    scan_submit,
+)
+from inference.tasks import run_prediction
+from scans.models import Scan
+from scans.services import IngestError, scan_ingest
+from tests.conftest import wait_for
+
+
+def test_register_model_command_is_idempotent_and_copies(db, fake_model_dir, settings, capsys):
+    call_command("register_model", str(fake_model_dir), "--activate")
+    call_command("register_model", str(fake_model_dir), "--activate")
+    version = ModelVersion.objects.get()
+    assert version.is_active and version.threshold == 0.42 and version.version == "0.0.1"
+    assert version.metrics == {"auc": 0.5}
+    assert str(version.directory).startswith(str(settings.HEMO_MODEL_STORE_DIR))
+    assert (version.directory / "model.pt").read_bytes() == (fake_model_dir / "model.pt").read_bytes()
+    assert "already registered" in capsys.readouterr().out
+    assert AuditEvent.objects.filter(action=AuditAction.MODEL_REGISTER).count() == 1
+
+
+def test_only_one_version_is_active(db, fake_model_dir, tmp_path):
+    first, _ = model_version_register(path=fake_model_dir, activate=True)
+    (fake_model_dir / "model.pt").write_bytes(b"other weights")
+    second, created = model_version_register(path=fake_model_dir, activate=True)
+    assert created
+    first.refresh_from_db()
+    assert not first.is_active and second.is_active
+    assert model_version_get_active() == second
+
+
+def test_default_model_is_registered_on_first_use_or_refused_clearly(db, settings, fake_model_dir, tmp_path):
+    settings.HEMO_MODEL_DIR = tmp_path / "nothing-here"
+    with pytest.raises(ModelUnavailable, match="register_model"):
+        model_version_get_active()
+    settings.HEMO_MODEL_DIR = fake_model_dir
+    assert model_version_get_active().is_active
+
+
+def test_prediction_queue_follows_the_setting(settings):
+    assert route_task("inference.tasks.run_prediction", (), {}, {}) == {"queue": "cpu"}
+    settings.HEMO_PREDICTION_QUEUE = "gpu"
+    assert route_task("inference.tasks.run_prediction", (), {}, {}) == {"queue": "gpu"}
+    assert run_prediction.acks_late and run_prediction.reject_on_worker_lost
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 10**9) > run_prediction.time_limit
+
+
+def test_prediction_request_is_idempotent_and_enqueues_on_commit(
+    case, clinician, head_ct_png, upload, fake_model_dir, django_capture_on_commit_callbacks
+):
+    version, _ = model_version_register(path=fake_model_dir, activate=True)
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        first = prediction_request(scan=scan, user=clinician)
+        second = prediction_request(scan=scan, user=clinician)
+    assert first.pk == second.pk and Prediction.objects.count() == 1
+    assert first.model_version == version and first.status == PredictionStatus.QUEUED and first.threshold == 0.42
+    assert len(callbacks) == 2  # queued again: duplicates are harmless, lost messages are not
+    assert AuditEvent.objects.filter(action=AuditAction.PREDICTION_REQUEST).count() == 1
+
+
+def test_auditor_may_not_request_predictions(case, clinician, auditor, head_ct_png, upload, fake_model_dir):
+    from django.core.exceptions import PermissionDenied
+
+    model_version_register(path=fake_model_dir, activate=True)
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    with pytest.raises(PermissionDenied):
+        prediction_request(scan=scan, user=auditor)
+
+
+def test_changed_weights_fail_the_prediction_with_a_message(case, clinician, head_ct_png, upload, fake_model_dir):
+    version, _ = model_version_register(path=fake_model_dir, activate=True, copy=False)
+    (fake_model_dir / "model.pt").write_bytes(b"tampered")
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    prediction = prediction_request(scan=scan, user=clinician)
+    clear_predictors()
+    result = prediction_run(prediction_id=prediction.pk)
+    assert result.status == PredictionStatus.FAILED
+    assert "do not match model version" in result.error_message
+    assert AuditEvent.objects.filter(action=AuditAction.PREDICTION_FAIL, target_id=str(prediction.pk)).exists()
+    # Asking again retries a failed prediction.
+    assert prediction_request(scan=scan, user=clinician).status == PredictionStatus.QUEUED
+
+
+def test_scan_submit_refusal_stores_nothing(case, clinician, fake_model_dir, upload, private_files):
+    model_version_register(path=fake_model_dir, activate=True)
+    before = private_files()
+    with pytest.raises(IngestError):
+        scan_submit(case=case, user=clinician, files=[upload(b"not an image", name="x.png")])
+    assert not Scan.objects.exists() and not Prediction.objects.exists() and private_files() == before
+
+
+def test_task_run_twice_stores_one_result(case, clinician, head_ct_png, upload, model_version):
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    prediction = prediction_request(scan=scan, user=clinician)
+    assert run_prediction(prediction_id=str(prediction.pk)) == PredictionStatus.SUCCEEDED
+    assert run_prediction(prediction_id=str(prediction.pk)) == PredictionStatus.SUCCEEDED
+    prediction.refresh_from_db()
+    assert prediction.attempts == 1
+    assert 0.0 <= prediction.probability <= 1.0
+    assert prediction.label == (prediction.probability >= prediction.threshold)
+    assert len(prediction.slice_probabilities) == 1
+    assert HeatMap.objects.filter(prediction=prediction).count() == 1
+    assert AuditEvent.objects.filter(action=AuditAction.PREDICTION_SUCCEED, target_id=str(prediction.pk)).count() == 1
+
+
+@pytest.mark.slow
+def test_end_to_end_with_a_real_worker(
+    transactional_db,
+    celery_worker,
+    clinician,
+    head_ct_png,
+    upload,
+    model_version,
+    clinician_client,
+    other_clinician_client,
+):
+    from django.urls import reverse
+
+    from scans.services import case_create
+
+    case = case_create(user=clinician, patient_ref="E2E-001")
+    scan, prediction = scan_submit(case=case, user=clinician, files=[upload(head_ct_png)])
+
+    def finished() -> bool:
+        prediction.refresh_from_db()
+        return prediction.is_finished
+
+    assert wait_for(finished, timeout=180), f"prediction still {prediction.status}"
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
+    assert 0.0 <= prediction.probability <= 1.0
+    assert prediction.worker_host and prediction.timings["total"] > 0
+    heatmap = prediction.heatmaps.get()
+    url = reverse("inference:heatmap", args=[prediction.pk, 0])
+    response = clinician_client.get(url)
+    assert response.status_code == 200 and b"".join(response.streaming_content).startswith(b"\x89PNG")
+    assert other_clinician_client.get(url).status_code == 404
+    assert heatmap.image.size > 0
+
+
+@pytest.mark.slow
+def test_real_worker_records_a_failure(transactional_db, celery_worker, clinician, head_ct_png, upload, fake_model_dir):
+    # Needs no trained model: the worker takes the job from the broker, finds the weights do not match the
+    # registered checksum and records the failure on the row.
+    from scans.services import case_create
+
+    model_version_register(path=fake_model_dir, activate=True, copy=False)
+    (fake_model_dir / "model.pt").write_bytes(b"tampered")
+    case = case_create(user=clinician, patient_ref="E2E-002")
+    _, prediction = scan_submit(case=case, user=clinician, files=[upload(head_ct_png)])
+
+    def finished() -> bool:
+        prediction.refresh_from_db()
+        return prediction.is_finished
+
+    assert wait_for(finished, timeout=60), f"prediction still {prediction.status}"
+    assert prediction.status == PredictionStatus.FAILED
+    assert "do not match model version" in prediction.error_message
+    assert prediction.worker_host
+
+
+def test_dicom_series_prediction_in_slice_order(case, clinician, ge_series_paths, upload, model_version):
+    scan = scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    prediction = prediction_request(scan=scan, user=clinician)
+    prediction = prediction_run(prediction_id=prediction.pk)
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
+    assert len(prediction.slice_probabilities) == 28
+    assert all(0.0 <= p <= 1.0 for p in prediction.slice_probabilities)
+    heatmaps = list(prediction.heatmaps.select_related("slice"))
+    assert [h.index for h in heatmaps] == list(range(28))
+    assert all(h.slice.index == h.index for h in heatmaps)
+
+
+def test_running_prediction_is_left_alone_unless_stale(
+    case, clinician, head_ct_png, upload, fake_model_dir, settings, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inference.services import prediction_requeue_stale
+
+    model_version_register(path=fake_model_dir, activate=True)
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    prediction = prediction_request(scan=scan, user=clinician)
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status=PredictionStatus.RUNNING, started=timezone.now(), attempts=1
+    )
+    assert prediction_run(prediction_id=prediction.pk).attempts == 1  # a live run elsewhere: untouched
+    with django_capture_on_commit_callbacks(execute=False):
+        assert prediction_requeue_stale() == []
+    long_ago = timezone.now() - timedelta(seconds=settings.HEMO_PREDICTION_STALE_AFTER_S + 5)
+    Prediction.objects.filter(pk=prediction.pk).update(started=long_ago)
+    assert prediction_requeue_stale() == [prediction.pk]
+    taken_over = prediction_run(prediction_id=prediction.pk)
+    assert taken_over.attempts == 2 and taken_over.is_finished  # the dead worker's job was taken over
+
+
+def test_web_process_does_not_import_torch():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import django, sys; django.setup(); import hemoplatform.urls, inference.services, inference.tasks, "
+        "scans.services, inference.admin; print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

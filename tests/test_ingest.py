@@ -1,0 +1,223 @@
+"""scans.services.scan_ingest with real PNG, JPEG and DICOM files, and the inputs it must refuse."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pydicom
+import pytest
+from django.core.exceptions import PermissionDenied
+from PIL import Image
+
+from accounts.models import AuditAction, AuditEvent
+from scans.models import Scan, ScanKind, Slice
+from scans.services import IngestError, scan_ingest
+
+IDENTIFYING = [
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "AccessionNumber",
+    "StudyDate",
+]
+
+
+def _zip(members: dict[str, bytes], *, compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _assert_nothing_stored(before: set[str], private_files) -> None:
+    assert Scan.objects.count() == 0
+    assert Slice.objects.count() == 0
+    assert not AuditEvent.objects.filter(action=AuditAction.SCAN_UPLOAD).exists()
+    assert private_files() == before
+
+
+def test_png_becomes_a_one_slice_scan(case, clinician, head_ct_png, upload, private_files):
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    assert scan.kind == ScanKind.IMAGE and scan.slice_count == 1
+    slice_ = scan.slices.get()
+    assert slice_.index == 0 and slice_.content_type == "image/png"
+    assert slice_.file.read() == head_ct_png.read_bytes()  # stored as uploaded
+    assert slice_.file.name.startswith(f"scans/{scan.pk.hex[:2]}/")
+    with Image.open(slice_.thumbnail) as thumb:
+        assert thumb.format == "PNG" and max(thumb.size) <= 256
+    assert (
+        AuditEvent.objects.filter(action=AuditAction.SCAN_UPLOAD, target_id=str(scan.pk), actor=clinician).count() == 1
+    )
+
+
+def test_jpeg_is_detected_by_content_not_name(case, clinician, ct_ich_jpg, upload):
+    scan = scan_ingest(case=case, user=clinician, files=[upload(ct_ich_jpg, name="no-extension")])
+    assert scan.kind == ScanKind.IMAGE
+    assert scan.slices.get().content_type == "image/jpeg"
+
+
+def _check_ge_series(scan: Scan, ge_series_paths) -> None:
+    assert scan.kind == ScanKind.DICOM_SERIES and scan.modality == "CT" and scan.slice_count == 28
+    slices = list(scan.slices.order_by("index"))
+    assert [s.index for s in slices] == list(range(28))
+    positions = [s.slice_position for s in slices]
+    assert all(p is not None for p in positions)
+    assert positions == sorted(positions), "slices must be stored in anatomical order"
+    # The original files name the order too: 01..28 follow the same direction (either way round).
+    originals = [s.original_filename for s in slices]
+    assert originals in (sorted(originals), sorted(originals, reverse=True))
+    for slice_ in slices[:3] + slices[-2:]:
+        with slice_.file.open("rb") as handle:
+            ds = pydicom.dcmread(handle)
+        for keyword in IDENTIFYING:
+            assert keyword not in ds, f"{keyword} must be removed"
+        assert not any(element.tag.is_private for element in ds.iterall())
+        assert ds.PatientIdentityRemoved == "YES"
+        assert "ImagePositionPatient" in ds and "RescaleSlope" in ds and "PixelSpacing" in ds
+        assert ds.pixel_array.shape == (slice_.rows, slice_.columns)
+
+
+def test_dicom_series_as_several_files_is_sorted_and_deidentified(case, clinician, ge_series_paths, upload):
+    originals = pydicom.dcmread(ge_series_paths[0])
+    assert "PatientName" in originals  # the test data does carry the tags we strip
+    scan = scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    _check_ge_series(scan, ge_series_paths)
+
+
+def test_dicom_series_as_zip_gives_the_same_scan(case, clinician, ge_series_paths, upload):
+    archive = _zip({f"series/{p.name}": p.read_bytes() for p in ge_series_paths})
+    scan = scan_ingest(case=case, user=clinician, files=[upload(archive, name="series.zip")])
+    _check_ge_series(scan, ge_series_paths)
+    as_files = scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    assert as_files.sha256 == scan.sha256  # same content, same checksum, however it arrived
+
+
+def test_ot_dicom_with_hu_pixels_is_accepted(case, clinician, data_dir, upload):
+    paths = sorted((data_dir / "dicom" / "ct_ich_hu_slices" / "images").glob("*.dcm"))
+    if not paths:
+        pytest.skip("ct_ich_hu_slices missing")
+    scan = scan_ingest(case=case, user=clinician, files=[upload(paths[0])])
+    assert scan.modality == "OT" and scan.slice_count == 1
+
+
+def _mr_dicom(path) -> bytes:
+    ds = pydicom.dcmread(path)
+    ds.Modality = "MR"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _corrupt_png(path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        (lambda d: [("notes.png", b"this is plain text, not an image")], "not a supported file"),
+        (lambda d: [("scan.png", _corrupt_png(d["png"]))], "damaged or incomplete"),
+        (lambda d: [("mr.dcm", _mr_dicom(d["dcm"]))], "MR (not CT)"),
+        (lambda d: [("empty.dcm", b"")], "is empty"),
+        (lambda d: [("evil.zip", _zip({"../evil.dcm": d["dcm"].read_bytes()}))], "unsafe path"),
+        (lambda d: [("abs.zip", _zip({"/etc/evil.dcm": d["dcm"].read_bytes()}))], "unsafe path"),
+        (lambda d: [("bomb.zip", _zip({"bomb.dcm": b"\0" * (20 * 1024 * 1024)}))], "decompression bomb"),
+        (lambda d: [("nested.zip", _zip({"inner.zip": _zip({"a.dcm": d["dcm"].read_bytes()})}))], "another ZIP"),
+        (lambda d: [("a.png", d["png"].read_bytes()), ("b.dcm", d["dcm"].read_bytes())], "mixes DICOM"),
+        (lambda d: [("a.png", d["png"].read_bytes()), ("b.png", d["png"].read_bytes())], "one image at a time"),
+        (lambda d: [("a.dcm", d["dcm"].read_bytes()), ("a-again.dcm", d["dcm"].read_bytes())], "repeats a slice"),
+    ],
+    ids=[
+        "non-image",
+        "corrupt-png",
+        "mr-dicom",
+        "empty-file",
+        "zip-traversal",
+        "zip-absolute",
+        "zip-bomb",
+        "zip-nested",
+        "mixed",
+        "two-images",
+        "duplicate-slice",
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_stored(
+    builder, message, case, clinician, head_ct_png, ge_series_paths, upload, private_files
+):
+    before = private_files()
+    files = [upload(data, name=name) for name, data in builder({"png": head_ct_png, "dcm": ge_series_paths[0]})]
+    with pytest.raises(IngestError) as error:
+        scan_ingest(case=case, user=clinician, files=files)
+    assert message in error.value.message
+    _assert_nothing_stored(before, private_files)
+
+
+def test_empty_upload_is_refused(case, clinician):
+    with pytest.raises(IngestError, match="No file was uploaded"):
+        scan_ingest(case=case, user=clinician, files=[])
+
+
+def test_upload_over_the_size_limit_is_refused(settings, case, clinician, ge_series_paths, upload, private_files):
+    settings.HEMO_MAX_UPLOAD_MB = 1
+    before = private_files()
+    with pytest.raises(IngestError, match="the limit is 1 MB"):
+        scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    _assert_nothing_stored(before, private_files)
+
+
+def test_two_series_in_one_upload_are_refused(case, clinician, ge_series_paths, upload):
+    ds = pydicom.dcmread(ge_series_paths[1])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    files = [upload(ge_series_paths[0]), upload(buffer.getvalue(), name="other.dcm")]
+    with pytest.raises(IngestError, match="2 different DICOM series"):
+        scan_ingest(case=case, user=clinician, files=files)
+
+
+def test_failure_while_writing_leaves_no_files(case, clinician, ge_series_paths, upload, private_files, monkeypatch):
+    # A storage failure half-way (disk full) must roll back the rows and remove the files already written.
+    from django.core.files.storage import FileSystemStorage
+
+    before = private_files()
+    original_save = FileSystemStorage.save
+    calls = {"n": 0}
+
+    def failing_save(self, name, content, max_length=None):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise OSError("No space left on device")
+        return original_save(self, name, content, max_length=max_length)
+
+    monkeypatch.setattr(FileSystemStorage, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths[:5]])
+    _assert_nothing_stored(before, private_files)
+
+
+def test_auditor_may_not_upload(case, auditor, head_ct_png, upload):
+    with pytest.raises(PermissionDenied):
+        scan_ingest(case=case, user=auditor, files=[upload(head_ct_png)])
+
+
+def test_other_organization_may_not_upload(case, other_clinician, head_ct_png, upload):
+    with pytest.raises(PermissionDenied):
+        scan_ingest(case=case, user=other_clinician, files=[upload(head_ct_png)])
+
+
+def test_deleting_a_case_removes_its_files(
+    case, clinician, head_ct_png, upload, private_files, django_capture_on_commit_callbacks
+):
+    before = private_files()
+    scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    assert len(private_files() - before) == 3  # original, thumbnail, preview
+    with django_capture_on_commit_callbacks(execute=True):
+        case.delete()
+    assert private_files() == before

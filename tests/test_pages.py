@@ -1,0 +1,486 @@
+"""Server-rendered pages through the Django test client: who may open what, what each page shows, and uploads that
+must be refused with a clear message, a 4xx status and nothing stored.
+
+Real services, storage and database throughout; the only shortcut is `finished_prediction`, which writes a finished
+prediction's row and heat-map file directly so that the result page can be checked without running the model (the
+browser tests run the real worker and model).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+
+import pydicom
+import pytest
+from django.core.files.base import ContentFile
+from django.test import override_settings
+from django.urls import reverse
+from PIL import Image, ImageDraw
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from accounts.models import AuditAction, AuditEvent
+from inference.models import HeatMap, Prediction, PredictionStatus
+from inference.services import model_version_register
+from scans.models import Case, Scan, Slice
+from scans.services import case_create, scan_ingest
+
+LOGIN_URL = reverse("account_login")
+
+
+# --- helpers and fixtures ---------------------------------------------------------------------------------------------
+
+
+def head_png(size: int = 128) -> bytes:
+    """A synthetic greyscale "head": a bright skull ring around soft tissue, on black."""
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((8, 12, size - 8, size - 12), fill=230)
+    draw.ellipse((16, 20, size - 16, size - 20), fill=110)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mr_dicom() -> bytes:
+    """A valid DICOM file made with pydicom whose modality is MR: ingestion must refuse it (CT only)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("mr.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.Modality = "MR"
+    ds.PatientName = "Test^Patient"
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(256)) * 2
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def png_bytes(color: int = 128, size: tuple[int, int] = (32, 32), mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def active_model(fake_model_dir):
+    """A registered, active model version with training plots (random weights: enough for every page)."""
+    (fake_model_dir / "curves.png").write_bytes(png_bytes(200, (64, 48), "RGB"))
+    (fake_model_dir / "roc.png").write_bytes(png_bytes(100, (48, 48), "RGB"))
+    version, _ = model_version_register(path=fake_model_dir, activate=True)
+    return version
+
+
+@pytest.fixture
+def scan(case, clinician, upload):
+    return scan_ingest(case=case, user=clinician, files=[upload(head_png(), name="head.png")])
+
+
+@pytest.fixture
+def finished_prediction(scan, clinician, active_model):
+    """A succeeded prediction of `scan` with a heat-map overlay file, as the worker leaves it."""
+    from inference.services import prediction_request
+
+    prediction = prediction_request(scan=scan, user=clinician)
+    slice_ = scan.slices.get()
+    heatmap = HeatMap(prediction=prediction, slice=slice_, index=0, probability=0.91)
+    heatmap.image.save("heatmap.png", ContentFile(png_bytes(90, (64, 64), "RGB")), save=False)
+    heatmap.save()
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status=PredictionStatus.SUCCEEDED, probability=0.91, label=True, threshold=0.42,
+        slice_probabilities=[0.91], timings={"inference": 0.12, "total": 0.5}, worker_host="worker-1", attempts=1,
+    )
+    prediction.refresh_from_db()
+    return prediction
+
+
+def body(response) -> str:
+    return response.content.decode()
+
+
+# --- public pages and anonymous access --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_home_is_public_and_sends_members_to_their_dashboard(client, clinician_client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "Intracranial hemorrhage detection" in body(response)
+    assert reverse("account_signup") in body(response) and LOGIN_URL in body(response)
+    assert "not a diagnos" in body(response)
+    assert clinician_client.get("/").url == reverse("cases:dashboard")
+
+
+@pytest.mark.django_db
+def test_sign_in_and_sign_up_pages_use_the_site_design(client):
+    login = client.get(LOGIN_URL)
+    assert login.status_code == 200
+    assert 'data-testid="login-form"' in body(login) and "css/hemo.css" in body(login)
+    signup = client.get(reverse("account_signup"))
+    assert signup.status_code == 200
+    assert 'name="organization_name"' in body(signup) and 'data-testid="signup-form"' in body(signup)
+    reset = client.get(reverse("account_reset_password"))
+    assert reset.status_code == 200 and "css/hemo.css" in body(reset) and 'class="btn' in body(reset)
+
+
+@pytest.mark.django_db
+def test_anonymous_users_are_sent_to_sign_in(client, finished_prediction, active_model):
+    prediction = finished_prediction
+    case = prediction.scan.case
+    urls = [
+        reverse("cases:dashboard"),
+        reverse("cases:create"),
+        reverse("cases:detail", args=[case.pk]),
+        reverse("cases:edit", args=[case.pk]),
+        reverse("cases:status", args=[case.pk]),
+        reverse("results:detail", args=[prediction.pk]),
+        reverse("results:status", args=[prediction.pk]),
+        reverse("results:model-active"),
+        reverse("results:model", args=[active_model.pk]),
+        reverse("results:model-artifact", args=[active_model.pk, "curves"]),
+        reverse("audit:predictions"),
+        reverse("audit:events"),
+    ]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response.url.startswith(f"{LOGIN_URL}?next="), url
+    for url in (reverse("cases:upload", args=[case.pk]), reverse("results:request", args=[prediction.scan_id])):
+        response = client.post(url)
+        assert response.status_code == 302 and response.url.startswith(LOGIN_URL), url
+    assert Scan.objects.count() == 1
+
+
+# --- pages for each role ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_dashboard_lists_cases_with_latest_prediction_search_and_filters(clinician, clinician_client,
+                                                                         finished_prediction):
+    other = case_create(user=clinician, patient_ref="HOSP-000999", title="Follow-up scan")
+    url = reverse("cases:dashboard")
+    page = body(clinician_client.get(url))
+    assert "HOSP-000123" in page and "HOSP-000999" in page
+    assert "Suspected 91.0 %" in page
+    assert reverse("cases:create") in page
+    assert clinician.organization.name in page and "Clinician" in page  # the nav shows user, org and role
+
+    searched = body(clinician_client.get(url, {"q": "follow"}))
+    assert "HOSP-000999" in searched and "HOSP-000123" not in searched
+    not_analysed = body(clinician_client.get(url, {"status": "none"}))
+    assert "HOSP-000999" in not_analysed and "HOSP-000123" not in not_analysed
+    positive = body(clinician_client.get(url, {"label": "positive"}))
+    assert "HOSP-000123" in positive and "HOSP-000999" not in positive
+    assert "No case matches" in body(clinician_client.get(url, {"label": "negative"}))
+    assert other.pk
+
+
+@pytest.mark.django_db
+def test_dashboard_paginates(clinician, clinician_client):
+    for i in range(23):
+        case_create(user=clinician, patient_ref=f"PAGE-{i:04d}")
+    first = body(clinician_client.get(reverse("cases:dashboard")))
+    assert "Page 1 of 2" in first and "?page=2" in first
+    second = body(clinician_client.get(reverse("cases:dashboard"), {"page": 2}))
+    assert second.count('data-testid="case-table"') == 1 and "PAGE-0000" in second  # oldest on the last page
+
+
+@pytest.mark.django_db
+def test_case_page_shows_scans_history_and_upload_form(clinician_client, finished_prediction):
+    case = finished_prediction.scan.case
+    response = clinician_client.get(reverse("cases:detail", args=[case.pk]))
+    page = body(response)
+    assert response.status_code == 200
+    assert "HOSP-000123" in page and "Head CT after fall" in page
+    assert reverse("scans:scan-thumbnail", args=[finished_prediction.scan_id]) in page
+    assert reverse("results:detail", args=[finished_prediction.pk]) in page
+    assert finished_prediction.model_version.version in page and "91.0 %" in page
+    assert 'enctype="multipart/form-data"' in page and reverse("cases:upload", args=[case.pk]) in page
+    assert "data-poll-url" not in page  # nothing pending
+    assert AuditEvent.objects.filter(action=AuditAction.CASE_VIEW, target_id=str(case.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_case_page_polls_while_a_prediction_is_queued(clinician, clinician_client, scan, active_model):
+    from inference.services import prediction_request
+
+    prediction = prediction_request(scan=scan, user=clinician)
+    page = body(clinician_client.get(reverse("cases:detail", args=[scan.case_id])))
+    assert 'data-poll-url="' + reverse("cases:status", args=[scan.case_id]) in page
+    assert '<meta http-equiv="refresh"' in page  # without JavaScript
+    status = clinician_client.get(reverse("cases:status", args=[scan.case_id])).json()
+    assert status["pending"] is True and status["predictions"][0]["id"] == str(prediction.pk)
+    result = clinician_client.get(reverse("results:status", args=[prediction.pk])).json()
+    assert result == {"state": "queued", "pending": True, "status": "queued", "probability": None, "label": None}
+
+
+@pytest.mark.django_db
+def test_result_page_shows_probability_threshold_chart_viewer_and_disclaimer(clinician_client, finished_prediction):
+    prediction = finished_prediction
+    response = clinician_client.get(reverse("results:detail", args=[prediction.pk]))
+    page = body(response)
+    assert response.status_code == 200
+    assert 'data-testid="probability">91.0 %' in page
+    assert "Hemorrhage suspected" in page and "Threshold used: <strong>42.0 %" in page
+    assert reverse("results:model", args=[prediction.model_version_id]) in page
+    assert "worker-1" in page
+    assert 'data-testid="slice-chart" data-slices="1"' in page and 'data-testid="threshold-line"' in page
+    assert reverse("inference:heatmap", args=[prediction.pk, 0]) in page  # viewer data (overlay)
+    slice_ = prediction.scan.slices.get()
+    assert reverse("scans:slice-preview", args=[slice_.pk]) in page
+    assert "Decision support, not a diagnosis" in page
+    assert "data-poll-url" not in page
+
+
+@pytest.mark.django_db
+def test_result_page_of_a_failed_prediction_shows_the_error_and_retry(clinician_client, finished_prediction):
+    Prediction.objects.filter(pk=finished_prediction.pk).update(
+        status=PredictionStatus.FAILED, error_message="ModelArtifactError: weights do not match", probability=None,
+        label=None,
+    )
+    page = body(clinician_client.get(reverse("results:detail", args=[finished_prediction.pk])))
+    assert "Analysis failed" in page and "weights do not match" in page
+    assert reverse("results:request", args=[finished_prediction.scan_id]) in page
+    response = clinician_client.post(reverse("results:request", args=[finished_prediction.scan_id]))
+    assert response.status_code == 302
+    finished_prediction.refresh_from_db()
+    assert finished_prediction.status == PredictionStatus.QUEUED and finished_prediction.error_message == ""
+
+
+@pytest.mark.django_db
+def test_model_page_shows_the_card_and_serves_its_plots(clinician_client, active_model):
+    page = body(clinician_client.get(reverse("results:model-active")))
+    assert active_model.sha256 in page and "0.0.1" in page and "0.420" in page
+    assert reverse("results:model-artifact", args=[active_model.pk, "curves"]) in page
+    for name in ("curves", "roc"):
+        response = clinician_client.get(reverse("results:model-artifact", args=[active_model.pk, name]))
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+    assert clinician_client.get(f"/models/{active_model.pk}/model.png").status_code == 404
+    assert clinician_client.get(reverse("results:model", args=[uuid.uuid4()])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_model_page_reads_the_nested_metrics_of_a_trained_model_card(clinician_client, active_model):
+    from inference.models import ModelVersion
+
+    card = {
+        "command": "python -m ml.train --seed 0", "seed": 0, "threshold": 0.37,
+        "data": {"head_ct": {"scans": 200, "positive_scans": 100, "slices": 200}},
+        "splits": {"head_ct": {"train": list(range(140)), "val": list(range(30)), "test": list(range(30))}},
+        "metrics": {"validation": {"head_ct": {"scan": {"auc": 0.951, "n": 30, "sensitivity": 0.9}}},
+                    "test": {"head_ct": {"scan": {"auc": 0.934, "n": 30, "f1": 0.88}}}},
+    }
+    ModelVersion.objects.filter(pk=active_model.pk).update(card=card, metrics=card["metrics"])
+    page = body(clinician_client.get(reverse("results:model", args=[active_model.pk])))
+    assert 'data-testid="metrics-table"' in page and "0.951" in page and "0.934" in page
+    assert "python -m ml.train --seed 0" in page and ">140<" in page
+
+
+@pytest.mark.django_db
+def test_case_create_refuses_names_and_creates_with_a_code(clinician_client):
+    url = reverse("cases:create")
+    page = body(clinician_client.get(url))
+    assert "Never enter a patient" in page
+    response = clinician_client.post(url, {"patient_ref": "John Smith", "title": "x"})
+    assert response.status_code == 400 and "Never enter a patient" in body(response)
+    assert not Case.objects.exists()
+    response = clinician_client.post(url, {"patient_ref": "HOSP-004711", "title": "Headache", "notes": "GCS 15"})
+    case = Case.objects.get(patient_ref="HOSP-004711")
+    assert response.status_code == 302 and response.url == reverse("cases:detail", args=[case.pk])
+
+
+@pytest.mark.django_db
+def test_case_edit_changes_title_and_notes_only(clinician_client, case):
+    url = reverse("cases:edit", args=[case.pk])
+    assert clinician_client.get(url).status_code == 200
+    response = clinician_client.post(url, {"title": "New title", "notes": "More", "patient_ref": "HACK-0001"})
+    assert response.status_code == 302
+    case.refresh_from_db()
+    assert (case.title, case.notes, case.patient_ref) == ("New title", "More", "HOSP-000123")
+
+
+@pytest.mark.django_db
+def test_auditor_reads_everything_but_cannot_write(auditor_client, finished_prediction, private_files):
+    case = finished_prediction.scan.case
+    assert auditor_client.get(reverse("cases:dashboard")).status_code == 200
+    assert reverse("cases:create") not in body(auditor_client.get(reverse("cases:dashboard")))
+    page = body(auditor_client.get(reverse("cases:detail", args=[case.pk])))
+    assert "HOSP-000123" in page and reverse("cases:upload", args=[case.pk]) not in page
+    assert auditor_client.get(reverse("results:detail", args=[finished_prediction.pk])).status_code == 200
+    before = private_files()
+    response = auditor_client.post(reverse("cases:upload", args=[case.pk]),
+                                   {"files": ContentFile(head_png(), name="head.png")})
+    assert response.status_code == 403
+    assert Scan.objects.count() == 1 and private_files() == before
+    assert auditor_client.get(reverse("cases:create")).status_code == 403
+    assert auditor_client.post(reverse("cases:create"), {"patient_ref": "AUD-0001"}).status_code == 403
+    assert auditor_client.get(reverse("cases:edit", args=[case.pk])).status_code == 403
+    assert auditor_client.post(reverse("results:request", args=[finished_prediction.scan_id])).status_code == 403
+    assert not Case.objects.filter(patient_ref="AUD-0001").exists()
+
+
+@pytest.mark.django_db
+def test_audit_pages_for_auditors_and_admins_only(auditor_client, org_admin_client, clinician_client,
+                                                  other_clinician_client, finished_prediction, clinician):
+    for url in (reverse("audit:predictions"), reverse("audit:events")):
+        assert clinician_client.get(url).status_code == 403
+        assert other_clinician_client.get(url).status_code == 403
+        assert org_admin_client.get(url).status_code == 200
+    page = body(auditor_client.get(reverse("audit:predictions")))
+    assert "HOSP-000123" in page and reverse("results:detail", args=[finished_prediction.pk]) in page
+    assert "HOSP-000123" in body(auditor_client.get(reverse("audit:predictions"),
+                                                    {"status": "succeeded", "label": "positive",
+                                                     "user": str(clinician.pk)}))
+    assert "No prediction matches" in body(auditor_client.get(reverse("audit:predictions"), {"status": "failed"}))
+    assert "No prediction matches" in body(auditor_client.get(reverse("audit:predictions"),
+                                                              {"date_to": "2000-01-01"}))
+    def cell(action: str) -> str:
+        return f'<span class="tag tag--muted">{action}</span>'
+
+    events = body(auditor_client.get(reverse("audit:events")))
+    assert cell(AuditAction.SCAN_UPLOAD) in events and cell(AuditAction.CASE_CREATE) in events
+    filtered = body(auditor_client.get(reverse("audit:events"), {"action": AuditAction.SCAN_UPLOAD.value}))
+    assert cell(AuditAction.SCAN_UPLOAD) in filtered and cell(AuditAction.CASE_CREATE) not in filtered
+
+
+@pytest.mark.django_db
+def test_another_organization_gets_404_on_every_case_scan_file_and_result_url(other_clinician_client,
+                                                                              finished_prediction, private_files):
+    prediction = finished_prediction
+    scan = prediction.scan
+    case = scan.case
+    slice_ = scan.slices.get()
+    urls = [
+        reverse("cases:detail", args=[case.pk]),
+        reverse("cases:edit", args=[case.pk]),
+        reverse("cases:status", args=[case.pk]),
+        reverse("results:detail", args=[prediction.pk]),
+        reverse("results:status", args=[prediction.pk]),
+        reverse("scans:scan-thumbnail", args=[scan.pk]),
+        reverse("scans:slice-file", args=[slice_.pk]),
+        reverse("scans:slice-preview", args=[slice_.pk]),
+        reverse("scans:slice-thumbnail", args=[slice_.pk]),
+        reverse("inference:heatmap", args=[prediction.pk, 0]),
+    ]
+    for url in urls:
+        response = other_clinician_client.get(url)
+        assert response.status_code == 404, url
+    assert "HOSP-000123" not in body(other_clinician_client.get(reverse("cases:dashboard")))
+    before = private_files()
+    response = other_clinician_client.post(reverse("cases:upload", args=[case.pk]),
+                                           {"files": ContentFile(head_png(), name="head.png")})
+    assert response.status_code == 404
+    assert other_clinician_client.post(reverse("results:request", args=[scan.pk])).status_code == 404
+    assert other_clinician_client.post(reverse("cases:edit", args=[case.pk]), {"title": "x"}).status_code == 404
+    assert Scan.objects.count() == 1 and private_files() == before
+    # The 404 page is the site's own and does not say whether the record exists.
+    page = body(other_clinician_client.get(reverse("cases:detail", args=[case.pk])))
+    assert "Not found" in page and "HOSP-000123" not in page
+
+
+# --- uploads ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_upload_of_a_png_stores_a_scan_and_queues_its_prediction(clinician_client, case, active_model):
+    response = clinician_client.post(reverse("cases:upload", args=[case.pk]),
+                                     {"files": ContentFile(head_png(), name="head.png")})
+    scan = Scan.objects.get()
+    prediction = Prediction.objects.get()
+    assert response.status_code == 302 and response.url == reverse("results:detail", args=[prediction.pk])
+    assert scan.case == case and scan.slice_count == 1 and prediction.status == PredictionStatus.QUEUED
+    page = body(clinician_client.get(response.url))
+    assert "Queued for analysis" in page and 'data-poll-url="' in page
+
+
+@pytest.mark.django_db
+def test_upload_by_xhr_answers_json(clinician_client, case, active_model):
+    url = reverse("cases:upload", args=[case.pk])
+    headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json"}
+    response = clinician_client.post(url, {"files": ContentFile(head_png(), name="a.png")}, headers=headers)
+    assert response.status_code == 201
+    assert response.json()["redirect"] == reverse("results:detail", args=[Prediction.objects.get().pk])
+    refused = clinician_client.post(url, {"files": ContentFile(b"plain text", name="b.png")}, headers=headers)
+    assert refused.status_code == 415 and "not a supported file" in refused.json()["error"]
+    assert Scan.objects.count() == 1
+
+
+BAD_UPLOADS = {
+    "non-image": (lambda: [ContentFile(b"Hello, I am a text file.\n" * 10, name="notes.png")], 415,
+                  "is not a supported file"),
+    "corrupt-png": (lambda: [ContentFile(png_bytes()[:60] + b"\x00" * 40, name="broken.png")], 400,
+                    "is not a valid PNG image"),
+    "non-ct-dicom": (lambda: [ContentFile(mr_dicom(), name="mr.dcm")], 415, "is MR (not CT)"),
+    "empty": (lambda: [ContentFile(b"", name="empty.dcm")], 400, "empty"),
+    "no-file": (lambda: [], 400, "No file was uploaded"),
+    "zip-traversal": (lambda: [ContentFile(zip_bytes({"../../evil.png": head_png()}), name="series.zip")], 400,
+                      "unsafe path"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", list(BAD_UPLOADS))
+def test_bad_upload_shows_the_message_answers_4xx_and_stores_nothing(kind, clinician_client, case, active_model,
+                                                                     private_files):
+    make_files, status, message = BAD_UPLOADS[kind]
+    before = private_files()
+    response = clinician_client.post(reverse("cases:upload", args=[case.pk]), {"files": make_files()})
+    assert response.status_code == status
+    page = body(response)
+    assert message in page
+    assert 'class="alert alert--error"' in page and "Upload a scan" in page  # shown on the form
+    assert Scan.objects.count() == 0 and Slice.objects.count() == 0 and Prediction.objects.count() == 0
+    assert not AuditEvent.objects.filter(action=AuditAction.SCAN_UPLOAD).exists()
+    assert private_files() == before
+
+
+@pytest.mark.django_db
+@override_settings(HEMO_MAX_UPLOAD_MB=1)
+def test_upload_over_the_size_limit_is_413(clinician_client, case, active_model, private_files):
+    before = private_files()
+    big = ContentFile(b"\x89PNG\r\n\x1a\n" + b"\x00" * (1024 * 1024 + 10), name="big.png")
+    response = clinician_client.post(reverse("cases:upload", args=[case.pk]), {"files": big})
+    assert response.status_code == 413
+    assert "the limit is 1 MB" in body(response)
+    assert Scan.objects.count() == 0 and private_files() == before
+
+
+@pytest.mark.django_db
+def test_upload_without_an_active_model_stores_nothing(clinician_client, case, private_files, settings, tmp_path):
+    settings.HEMO_MODEL_DIR = tmp_path / "no-model"
+    before = private_files()
+    response = clinician_client.post(reverse("cases:upload", args=[case.pk]),
+                                     {"files": ContentFile(head_png(), name="head.png")})
+    assert response.status_code == 503 and "No model is active" in body(response)
+    assert Scan.objects.count() == 0 and private_files() == before
+
+
+@pytest.mark.django_db
+def test_status_endpoints_are_json_and_not_cached(clinician_client, finished_prediction):
+    response = clinician_client.get(reverse("results:status", args=[finished_prediction.pk]))
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
+    assert json.loads(response.content)["pending"] is False

@@ -1,0 +1,154 @@
+"""Project level: /health, production settings, and the embedded defaults (SQLite + filesystem broker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def test_health_ok_when_database_broker_and_model_are(client, db, settings, fake_model_dir):
+    settings.HEMO_MODEL_DIR = fake_model_dir
+    response = client.get("/health")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ok"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,
+        "broker": True,
+        "model": True,
+    }
+
+
+def test_health_503_without_a_model(client, db, settings, tmp_path):
+    settings.HEMO_MODEL_DIR = tmp_path
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["model"]["ok"] is False
+    assert response.json()["checks"]["database"]["ok"] is True
+
+
+def _manage(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _clean_env(**overrides: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "HEMO_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(overrides)
+    return env
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="hemoplatform.settings.production",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="hemo.example.org",
+        CSRF_TRUSTED_ORIGINS="https://hemo.example.org",
+        HEMO_VAR_DIR=str(tmp_path),
+    )
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="hemoplatform.settings.production", ALLOWED_HOSTS="x", HEMO_VAR_DIR=str(tmp_path)
+    )
+    env.pop("SECRET_KEY", None)
+    result = _manage(["check"], env)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+EMBEDDED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, time
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from accounts.models import Organization, User
+    from inference.services import scan_submit
+    from scans.services import case_create
+
+    org = Organization.objects.create(name="Embedded", slug="embedded")
+    user = User.objects.create_user("doc", "doc@example.org", "x-long-passphrase-1", organization=org)
+    case = case_create(user=user, patient_ref="EMB-001")
+    with open(os.environ["EMBEDDED_IMAGE"], "rb") as handle:
+        upload = SimpleUploadedFile("slice.png", handle.read())
+    scan, prediction = scan_submit(case=case, user=user, files=[upload])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        prediction.refresh_from_db()
+        if prediction.is_finished:
+            break
+        time.sleep(1)
+    print("RESULT " + json.dumps({"status": prediction.status, "probability": prediction.probability,
+                                  "error": prediction.error_message, "heatmaps": prediction.heatmaps.count()}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_embedded_default_sqlite_and_filesystem_broker_with_a_separate_worker(tmp_path, head_ct_png, model_dir):
+    """No DATABASE_URL, no CELERY_BROKER_URL: migrate, a plain `celery -A hemoplatform worker`, a prediction."""
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="hemoplatform.settings.local",
+        HEMO_VAR_DIR=str(tmp_path / "var"),
+        HEMO_MODEL_DIR=str(model_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    migrate = _manage(["migrate", "--noinput", "-v", "0"], env)
+    assert migrate.returncode == 0, migrate.stderr
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "hemoplatform", "worker", "--concurrency=1", "--loglevel=INFO"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        script = tmp_path / "embedded.py"
+        script.write_text(EMBEDDED_SCRIPT)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import django, runpy, sys; django.setup(); runpy.run_path(sys.argv[1], run_name='__main__')",
+                str(script),
+            ],
+            cwd=REPO_ROOT,
+            env={**env, "EMBEDDED_IMAGE": str(head_ct_png)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
+        result = json.loads(line.removeprefix("RESULT "))
+        assert result["status"] == "succeeded", (result, log_path.read_text()[-3000:])
+        assert 0.0 <= result["probability"] <= 1.0
+        assert result["heatmaps"] == 1
+        assert (tmp_path / "var" / "db.sqlite3").is_file()
+        assert (tmp_path / "var" / "broker" / "control").is_dir()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
