@@ -35,27 +35,38 @@ def _operations(schema: dict[str, Any]) -> list[dict[str, Any]]:
             if op is None:
                 continue
             body = op.get("requestBody", {}).get("content", {})
-            operations.append({
-                "id": op.get("operationId", ""),
-                "method": method.upper(),
-                "path": path,
-                "tag": (op.get("tags") or ["api"])[0],
-                "summary": op.get("summary", ""),
-                "description": op.get("description", ""),
-                "public": {} in op.get("security", [{}]) or not op.get("security"),
-                "parameters": [
-                    {"name": p["name"], "in": p["in"], "required": p.get("required", False),
-                     "type": _ref_name(p.get("schema")), "description": p.get("description", "")}
-                    for p in op.get("parameters", [])
-                ],
-                "body": [{"media_type": mt, "schema": _ref_name(c.get("schema"))} for mt, c in body.items()],
-                "responses": [
-                    {"code": code, "description": r.get("description", ""),
-                     "schema": ", ".join(f"{mt}: {_ref_name(c.get('schema'))}"
-                                         for mt, c in r.get("content", {}).items())}
-                    for code, r in op.get("responses", {}).items()
-                ],
-            })
+            operations.append(
+                {
+                    "id": op.get("operationId", ""),
+                    "method": method.upper(),
+                    "path": path,
+                    "tag": (op.get("tags") or ["api"])[0],
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "public": {} in op.get("security", [{}]) or not op.get("security"),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "type": _ref_name(p.get("schema")),
+                            "description": p.get("description", ""),
+                        }
+                        for p in op.get("parameters", [])
+                    ],
+                    "body": [{"media_type": mt, "schema": _ref_name(c.get("schema"))} for mt, c in body.items()],
+                    "responses": [
+                        {
+                            "code": code,
+                            "description": r.get("description", ""),
+                            "schema": ", ".join(
+                                f"{mt}: {_ref_name(c.get('schema'))}" for mt, c in r.get("content", {}).items()
+                            ),
+                        }
+                        for code, r in op.get("responses", {}).items()
+                    ],
+                }
+            )
     return operations
 
 
@@ -68,8 +79,12 @@ class ApiDocsView(View):
             name: json.dumps(component, indent=1, sort_keys=True)
             for name, component in sorted(schema.get("components", {}).get("schemas", {}).items())
         }
-        return render(request, "api/docs.html", {
-            "info": schema.get("info", {}),
-            "operations": _operations(schema),
-            "components": components,
-        })
+        return render(
+            request,
+            "api/docs.html",
+            {
+                "info": schema.get("info", {}),
+                "operations": _operations(schema),
+                "components": components,
+            },
+        )

@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -109,6 +110,18 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return Response(body, status=exc.status_code, headers=headers)
 
 
+@csrf_exempt  # it changes nothing; without this a POST to an unknown path got Django's HTML CSRF page
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Unknown paths under /api/ answer in the API's error shape, not with the HTML 404 page."""
-    return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)
+    """Unknown paths under /api/ answer in the API's error shape, not with the HTML 404 page (and without
+    APPEND_SLASH's redirect, which would drop the body of a POST)."""
+    from django.urls import Resolver404, resolve
+
+    detail = "Not found."
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            detail = f"Not found. API paths end with a slash: {request.path}/"
+    return JsonResponse({"detail": detail, "code": "not_found", "errors": {}}, status=404)

@@ -6,9 +6,13 @@ apps' selectors, which already limit them to the user's organization, so records
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+import django_filters
+from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import Storage
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
@@ -82,6 +86,24 @@ class ListFiltersOnlyMixin:
         return super().filter_queryset(queryset)
 
 
+class UTCDateTimeField(forms.DateTimeField):
+    """An ISO date or date-time, converted to UTC: PostgreSQL refuses UTC offsets beyond +-15:59 that Python
+    accepts, and a year-1 or year-9999 value can overflow on conversion; both are input errors (400), not 500s."""
+
+    def to_python(self, value):
+        result = super().to_python(value)
+        if result is None:
+            return None
+        try:
+            return result.astimezone(datetime.UTC)
+        except (OverflowError, ValueError) as exc:
+            raise ValidationError("Enter a date and time between the years 1 and 9999.", code="invalid") from exc
+
+
+class UTCDateTimeFilter(django_filters.DateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class StandardPagination(PageNumberPagination):
     page_size = 25
     page_size_query_param = "page_size"
@@ -129,8 +151,12 @@ class PNGRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, bytes):
             return data
+        # An error on a file endpoint: still JSON, and labelled so.
         import json
 
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
         return json.dumps(data, default=str).encode()
 
 

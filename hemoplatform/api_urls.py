@@ -16,6 +16,7 @@ from scans.api.views import CaseViewSet, ScanViewSet
 
 app_name = "api"
 
+
 class Router(DefaultRouter):
     include_root_view = False
     include_format_suffixes = False
@@ -37,8 +38,9 @@ v1 = [
 urlpatterns = [
     path("v1/", include(v1)),
     # The schema and its page are public: they describe the API, not anyone's data.
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny], authentication_classes=[]),
-         name="schema"),
+    path(
+        "schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny], authentication_classes=[]), name="schema"
+    ),
     path("docs/", ApiDocsView.as_view(), name="docs"),
     re_path(r"^.*$", api_not_found),
 ]

@@ -48,7 +48,7 @@ def slice_chart(probabilities: list[float | None], threshold: float | None) -> d
     baseline = CHART_TOP + plot_h
     n = len(probabilities)
     step = plot_w / n
-    bar_w = max(step * 0.8, 1.0)
+    bar_w = min(max(step * 0.8, 1.0), 48.0)
     bars = []
     label_every = max(1, n // 14)
     for i, p in enumerate(probabilities):
@@ -257,7 +257,7 @@ def model_artifact(request: HttpRequest, model_id: uuid.UUID, name: str) -> File
     path = Path(model_version.directory) / MODEL_ARTIFACTS[name]
     if not path.is_file():
         raise Http404("This model has no such plot.")
-    response = FileResponse(open(path, "rb"), content_type="image/png")  # noqa: SIM115 (FileResponse closes it)
+    response = FileResponse(open(path, "rb"), content_type="image/png")  # FileResponse closes the file
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -4,6 +4,7 @@
     python -m ml.benchmark classical         # classical features + SVM/k-NN/RF and the metadata-only control
     python -m ml.benchmark cv --dataset head_ct|ct_ich --folds K [--variant lstmgru|cnn] [--epochs N]
     python -m ml.benchmark letters           # shipped model with burnt-in letters masked vs not (Head CT)
+    python -m ml.benchmark dicom             # same CT-ICH slices as HU DICOM and as JPG: do the scores agree?
     python -m ml.benchmark ablation DIR      # record a CNN-only checkpoint's card (ml.train --no-recurrent)
 
 Every neural number is held-out: test folds/splits are never used for early stopping, pooling or threshold.
@@ -303,6 +304,38 @@ def run_letters(checkpoint: Path | None = None) -> dict:
     return out
 
 
+def run_dicom_check(checkpoint: Path | None = None) -> dict:
+    """The same CT-ICH hemorrhage slices as raw-HU DICOM and as the released brain-window JPG: the shipped model's
+    slice probabilities should agree (each slice scored alone, as a sequence of one)."""
+    from ml.predict import Predictor
+
+    predictor = Predictor(checkpoint, device="cpu")
+    root = paths.dataset_dir("dicom") / "ct_ich_hu_slices" / "images"
+    rows = []
+    for f in sorted(root.glob("*.dcm")):
+        patient, number = f.stem.split("_")
+        jpg = paths.dataset_dir("ct_ich") / "Patients_CT" / patient / "brain" / f"{int(number)}.jpg"
+        if not jpg.is_file():
+            continue
+        p_dcm = predictor.predict_sources([f], heatmaps=False).probability
+        p_jpg = predictor.predict_sources([jpg], heatmaps=False).probability
+        rows.append({"slice": f.stem, "p_dicom": p_dcm, "p_jpg": p_jpg})
+    d = np.array([r["p_dicom"] for r in rows])
+    j = np.array([r["p_jpg"] for r in rows])
+    out = {
+        "version": predictor.version,
+        "n": len(rows),
+        "threshold": predictor.threshold,
+        "positive_rate_dicom": float((d >= predictor.threshold).mean()),
+        "positive_rate_jpg": float((j >= predictor.threshold).mean()),
+        "mean_abs_difference": float(np.abs(d - j).mean()),
+        "correlation": float(np.corrcoef(d, j)[0, 1]) if len(rows) > 2 else None,
+        "rows": rows,
+    }
+    _save("dicom_check", out)
+    return out
+
+
 def record_ablation(checkpoint: Path) -> dict:
     """Copy a CNN-only (or other variant) checkpoint's card metrics into the results (weights are not kept)."""
     card = json.loads((Path(checkpoint) / "metadata.json").read_text())
@@ -338,6 +371,7 @@ def main(argv=None) -> int:
     cv.add_argument("--max-minutes", type=float, default=None, help="per fold")
     sub.add_parser("classical")
     sub.add_parser("letters")
+    sub.add_parser("dicom")
     ab = sub.add_parser("ablation")
     ab.add_argument("checkpoint", type=Path)
     sub.add_parser("report")
@@ -351,6 +385,8 @@ def main(argv=None) -> int:
         run_classical()
     elif args.cmd == "letters":
         run_letters()
+    elif args.cmd == "dicom":
+        run_dicom_check()
     elif args.cmd == "ablation":
         record_ablation(args.checkpoint)
     else:
@@ -358,6 +394,8 @@ def main(argv=None) -> int:
             run_classical()
         if _load("letters") is None and _default_card():
             run_letters()
+        if _load("dicom_check") is None and _default_card():
+            run_dicom_check()
         from ml.report import write_report
 
         write_report(REPORT)

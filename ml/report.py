@@ -40,6 +40,12 @@ def _row_from_card(name, m):
     )
 
 
+def _window():
+    from ml.preprocess import MODEL_WINDOW
+
+    return MODEL_WINDOW
+
+
 def write_report(path: Path) -> None:
     card_path = paths.default_checkpoint_dir() / "metadata.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else None
@@ -154,6 +160,19 @@ def write_report(path: Path) -> None:
             f"- Model inputs that change at all when letters are blanked in the raw file: {ch['changed']} of {ch['n']}."
         )
     lines.append("")
+    dc = _load("dicom_check")
+    if dc:
+        lines += [
+            "## DICOM input matches the training images",
+            "",
+            f"The {dc['n']} CT-ICH hemorrhage slices that exist both as raw-HU DICOM "
+            "(`dicom/ct_ich_hu_slices`) and as the released brain-window JPG, each scored alone by the shipped "
+            f"model: flagged positive {_f(dc['positive_rate_dicom'], pct=True)} (DICOM path, HU -> window "
+            f"{'/'.join(str(v) for v in _window())}) vs {_f(dc['positive_rate_jpg'], pct=True)} (JPG); mean "
+            f"absolute difference of the probabilities {dc['mean_abs_difference']:.3f}, correlation "
+            f"{_f(dc['correlation'])}.",
+            "",
+        ]
     bench = RESULTS_DIR / "predict.json"
     if bench.is_file():
         rows = json.loads(bench.read_text())

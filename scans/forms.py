@@ -61,9 +61,8 @@ class UploadForm(forms.Form):
     files = forms.FileField(
         label="CT image or DICOM series",
         required=False,
-        widget=MultipleFileInput(
-            attrs={"accept": ".png,.jpg,.jpeg,.dcm,.dicom,.zip,application/dicom,image/png,image/jpeg,application/zip"}
-        ),
+        # No "accept" filter: DICOM files often have no extension, and the type is detected from content anyway.
+        widget=MultipleFileInput(),
     )
 
     def __init__(self, *args, **kwargs):

@@ -169,3 +169,10 @@ def test_allauth_pages_render(client, db):
         response = client.get(reverse(name))
         assert response.status_code == 200, name
     assert b"organization_name" in client.get(reverse("account_signup")).content
+
+
+def test_failed_sign_in_is_audited_without_the_password(client, clinician):
+    client.post(reverse("account_login"), {"login": clinician.username, "password": "wrong-password-123"})
+    event = AuditEvent.objects.get(action=AuditAction.SIGN_IN_FAILED)
+    assert event.actor is None and event.ip_address == "127.0.0.1"
+    assert "wrong-password-123" not in str(event.details)

@@ -109,8 +109,14 @@ def finished_prediction(scan, clinician, active_model):
     heatmap.image.save("heatmap.png", ContentFile(png_bytes(90, (64, 64), "RGB")), save=False)
     heatmap.save()
     Prediction.objects.filter(pk=prediction.pk).update(
-        status=PredictionStatus.SUCCEEDED, probability=0.91, label=True, threshold=0.42,
-        slice_probabilities=[0.91], timings={"inference": 0.12, "total": 0.5}, worker_host="worker-1", attempts=1,
+        status=PredictionStatus.SUCCEEDED,
+        probability=0.91,
+        label=True,
+        threshold=0.42,
+        slice_probabilities=[0.91],
+        timings={"inference": 0.12, "total": 0.5},
+        worker_host="worker-1",
+        attempts=1,
     )
     prediction.refresh_from_db()
     return prediction
@@ -177,8 +183,9 @@ def test_anonymous_users_are_sent_to_sign_in(client, finished_prediction, active
 
 
 @pytest.mark.django_db
-def test_dashboard_lists_cases_with_latest_prediction_search_and_filters(clinician, clinician_client,
-                                                                         finished_prediction):
+def test_dashboard_lists_cases_with_latest_prediction_search_and_filters(
+    clinician, clinician_client, finished_prediction
+):
     other = case_create(user=clinician, patient_ref="HOSP-000999", title="Follow-up scan")
     url = reverse("cases:dashboard")
     page = body(clinician_client.get(url))
@@ -257,7 +264,9 @@ def test_result_page_shows_probability_threshold_chart_viewer_and_disclaimer(cli
 @pytest.mark.django_db
 def test_result_page_of_a_failed_prediction_shows_the_error_and_retry(clinician_client, finished_prediction):
     Prediction.objects.filter(pk=finished_prediction.pk).update(
-        status=PredictionStatus.FAILED, error_message="ModelArtifactError: weights do not match", probability=None,
+        status=PredictionStatus.FAILED,
+        error_message="ModelArtifactError: weights do not match",
+        probability=None,
         label=None,
     )
     page = body(clinician_client.get(reverse("results:detail", args=[finished_prediction.pk])))
@@ -287,11 +296,15 @@ def test_model_page_reads_the_nested_metrics_of_a_trained_model_card(clinician_c
     from inference.models import ModelVersion
 
     card = {
-        "command": "python -m ml.train --seed 0", "seed": 0, "threshold": 0.37,
+        "command": "python -m ml.train --seed 0",
+        "seed": 0,
+        "threshold": 0.37,
         "data": {"head_ct": {"scans": 200, "positive_scans": 100, "slices": 200}},
         "splits": {"head_ct": {"train": list(range(140)), "val": list(range(30)), "test": list(range(30))}},
-        "metrics": {"validation": {"head_ct": {"scan": {"auc": 0.951, "n": 30, "sensitivity": 0.9}}},
-                    "test": {"head_ct": {"scan": {"auc": 0.934, "n": 30, "f1": 0.88}}}},
+        "metrics": {
+            "validation": {"head_ct": {"scan": {"auc": 0.951, "n": 30, "sensitivity": 0.9}}},
+            "test": {"head_ct": {"scan": {"auc": 0.934, "n": 30, "f1": 0.88}}},
+        },
     }
     ModelVersion.objects.filter(pk=active_model.pk).update(card=card, metrics=card["metrics"])
     page = body(clinician_client.get(reverse("results:model", args=[active_model.pk])))
@@ -331,8 +344,9 @@ def test_auditor_reads_everything_but_cannot_write(auditor_client, finished_pred
     assert "HOSP-000123" in page and reverse("cases:upload", args=[case.pk]) not in page
     assert auditor_client.get(reverse("results:detail", args=[finished_prediction.pk])).status_code == 200
     before = private_files()
-    response = auditor_client.post(reverse("cases:upload", args=[case.pk]),
-                                   {"files": ContentFile(head_png(), name="head.png")})
+    response = auditor_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(head_png(), name="head.png")}
+    )
     assert response.status_code == 403
     assert Scan.objects.count() == 1 and private_files() == before
     assert auditor_client.get(reverse("cases:create")).status_code == 403
@@ -343,20 +357,24 @@ def test_auditor_reads_everything_but_cannot_write(auditor_client, finished_pred
 
 
 @pytest.mark.django_db
-def test_audit_pages_for_auditors_and_admins_only(auditor_client, org_admin_client, clinician_client,
-                                                  other_clinician_client, finished_prediction, clinician):
+def test_audit_pages_for_auditors_and_admins_only(
+    auditor_client, org_admin_client, clinician_client, other_clinician_client, finished_prediction, clinician
+):
+    assert org_admin_client.get(reverse("cases:create")).status_code == 200  # admins work like clinicians
     for url in (reverse("audit:predictions"), reverse("audit:events")):
         assert clinician_client.get(url).status_code == 403
         assert other_clinician_client.get(url).status_code == 403
         assert org_admin_client.get(url).status_code == 200
     page = body(auditor_client.get(reverse("audit:predictions")))
     assert "HOSP-000123" in page and reverse("results:detail", args=[finished_prediction.pk]) in page
-    assert "HOSP-000123" in body(auditor_client.get(reverse("audit:predictions"),
-                                                    {"status": "succeeded", "label": "positive",
-                                                     "user": str(clinician.pk)}))
+    assert "HOSP-000123" in body(
+        auditor_client.get(
+            reverse("audit:predictions"), {"status": "succeeded", "label": "positive", "user": str(clinician.pk)}
+        )
+    )
     assert "No prediction matches" in body(auditor_client.get(reverse("audit:predictions"), {"status": "failed"}))
-    assert "No prediction matches" in body(auditor_client.get(reverse("audit:predictions"),
-                                                              {"date_to": "2000-01-01"}))
+    assert "No prediction matches" in body(auditor_client.get(reverse("audit:predictions"), {"date_to": "2000-01-01"}))
+
     def cell(action: str) -> str:
         return f'<span class="tag tag--muted">{action}</span>'
 
@@ -367,8 +385,9 @@ def test_audit_pages_for_auditors_and_admins_only(auditor_client, org_admin_clie
 
 
 @pytest.mark.django_db
-def test_another_organization_gets_404_on_every_case_scan_file_and_result_url(other_clinician_client,
-                                                                              finished_prediction, private_files):
+def test_another_organization_gets_404_on_every_case_scan_file_and_result_url(
+    other_clinician_client, finished_prediction, private_files
+):
     prediction = finished_prediction
     scan = prediction.scan
     case = scan.case
@@ -390,8 +409,9 @@ def test_another_organization_gets_404_on_every_case_scan_file_and_result_url(ot
         assert response.status_code == 404, url
     assert "HOSP-000123" not in body(other_clinician_client.get(reverse("cases:dashboard")))
     before = private_files()
-    response = other_clinician_client.post(reverse("cases:upload", args=[case.pk]),
-                                           {"files": ContentFile(head_png(), name="head.png")})
+    response = other_clinician_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(head_png(), name="head.png")}
+    )
     assert response.status_code == 404
     assert other_clinician_client.post(reverse("results:request", args=[scan.pk])).status_code == 404
     assert other_clinician_client.post(reverse("cases:edit", args=[case.pk]), {"title": "x"}).status_code == 404
@@ -406,8 +426,9 @@ def test_another_organization_gets_404_on_every_case_scan_file_and_result_url(ot
 
 @pytest.mark.django_db
 def test_upload_of_a_png_stores_a_scan_and_queues_its_prediction(clinician_client, case, active_model):
-    response = clinician_client.post(reverse("cases:upload", args=[case.pk]),
-                                     {"files": ContentFile(head_png(), name="head.png")})
+    response = clinician_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(head_png(), name="head.png")}
+    )
     scan = Scan.objects.get()
     prediction = Prediction.objects.get()
     assert response.status_code == 302 and response.url == reverse("results:detail", args=[prediction.pk])
@@ -429,22 +450,32 @@ def test_upload_by_xhr_answers_json(clinician_client, case, active_model):
 
 
 BAD_UPLOADS = {
-    "non-image": (lambda: [ContentFile(b"Hello, I am a text file.\n" * 10, name="notes.png")], 415,
-                  "is not a supported file"),
-    "corrupt-png": (lambda: [ContentFile(png_bytes()[:60] + b"\x00" * 40, name="broken.png")], 400,
-                    "is not a valid PNG image"),
+    "non-image": (
+        lambda: [ContentFile(b"Hello, I am a text file.\n" * 10, name="notes.png")],
+        415,
+        "is not a supported file",
+    ),
+    "corrupt-png": (
+        lambda: [ContentFile(png_bytes()[:60] + b"\x00" * 40, name="broken.png")],
+        400,
+        "is not a valid PNG image",
+    ),
     "non-ct-dicom": (lambda: [ContentFile(mr_dicom(), name="mr.dcm")], 415, "is MR (not CT)"),
     "empty": (lambda: [ContentFile(b"", name="empty.dcm")], 400, "empty"),
     "no-file": (lambda: [], 400, "No file was uploaded"),
-    "zip-traversal": (lambda: [ContentFile(zip_bytes({"../../evil.png": head_png()}), name="series.zip")], 400,
-                      "unsafe path"),
+    "zip-traversal": (
+        lambda: [ContentFile(zip_bytes({"../../evil.png": head_png()}), name="series.zip")],
+        400,
+        "unsafe path",
+    ),
 }
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("kind", list(BAD_UPLOADS))
-def test_bad_upload_shows_the_message_answers_4xx_and_stores_nothing(kind, clinician_client, case, active_model,
-                                                                     private_files):
+def test_bad_upload_shows_the_message_answers_4xx_and_stores_nothing(
+    kind, clinician_client, case, active_model, private_files
+):
     make_files, status, message = BAD_UPLOADS[kind]
     before = private_files()
     response = clinician_client.post(reverse("cases:upload", args=[case.pk]), {"files": make_files()})
@@ -472,8 +503,9 @@ def test_upload_over_the_size_limit_is_413(clinician_client, case, active_model,
 def test_upload_without_an_active_model_stores_nothing(clinician_client, case, private_files, settings, tmp_path):
     settings.HEMO_MODEL_DIR = tmp_path / "no-model"
     before = private_files()
-    response = clinician_client.post(reverse("cases:upload", args=[case.pk]),
-                                     {"files": ContentFile(head_png(), name="head.png")})
+    response = clinician_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(head_png(), name="head.png")}
+    )
     assert response.status_code == 503 and "No model is active" in body(response)
     assert Scan.objects.count() == 0 and private_files() == before
 
@@ -484,3 +516,17 @@ def test_status_endpoints_are_json_and_not_cached(clinician_client, finished_pre
     assert response["Content-Type"] == "application/json"
     assert "no-cache" in response["Cache-Control"] or "max-age=0" in response["Cache-Control"]
     assert json.loads(response.content)["pending"] is False
+
+
+@pytest.mark.django_db
+def test_error_pages_and_account_pages_use_the_site_design(clinician_client, clinician):
+    from django.template.loader import render_to_string
+
+    forbidden = clinician_client.get(reverse("audit:events"))
+    assert forbidden.status_code == 403 and "Not allowed" in body(forbidden) and "auditors" in body(forbidden)
+    missing = clinician_client.get(f"/cases/{uuid.uuid4()}/")
+    assert missing.status_code == 404 and "Not found" in body(missing) and "css/hemo.css" in body(missing)
+    assert "Something went wrong" in render_to_string("500.html")
+    change = clinician_client.get(reverse("account_change_password"))
+    assert change.status_code == 200 and "css/hemo.css" in body(change) and 'class="btn btn--primary"' in body(change)
+    assert clinician.username in body(change) and clinician.organization.name in body(change)

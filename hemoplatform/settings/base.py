@@ -235,6 +235,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 25,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "hemoplatform.api_errors.api_exception_handler",
+    # Throttles key anonymous clients by address. 0 = REMOTE_ADDR only (X-Forwarded-For, which any client can forge,
+    # is ignored); behind N trusted reverse proxies set HEMO_API_NUM_PROXIES=N.
+    "NUM_PROXIES": env.int("HEMO_API_NUM_PROXIES", default=0),
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
 # Scoped API throttles (hemoplatform.api_support), read on every request: "N/second|minute|hour|day".

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import django_filters
 
+from hemoplatform.api_support import UTCDateTimeFilter
 from inference.models import Prediction, PredictionStatus
 
 
@@ -14,8 +15,8 @@ class PredictionFilter(django_filters.FilterSet):
     model_version_name = django_filters.CharFilter(
         field_name="model_version__version", help_text="Model version string, e.g. 1.0.0."
     )
-    created_after = django_filters.DateTimeFilter(field_name="created", lookup_expr="gte")
-    created_before = django_filters.DateTimeFilter(field_name="created", lookup_expr="lte")
+    created_after = UTCDateTimeFilter(field_name="created", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created", lookup_expr="lte")
 
     class Meta:
         model = Prediction

@@ -226,7 +226,10 @@ class ScanViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
         parameters=[_INDEX],
         filters=False,
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(bytes, description="The file."),
+            **{
+                (200, media_type): OpenApiResponse(bytes, description="The file.")
+                for media_type in ("image/png", "image/jpeg", "application/dicom")
+            },
             **error_responses(401, 403, 404),
         },
     )

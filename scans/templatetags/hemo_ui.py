@@ -44,3 +44,9 @@ def label_text(label) -> str:
     if label is None:
         return "–"
     return "Hemorrhage suspected" if label else "No hemorrhage detected"
+
+
+@register.filter
+def keylabel(value) -> str:
+    """ "queue_wait" -> "Queue wait"."""
+    return str(value).replace("_", " ").capitalize()

@@ -91,8 +91,7 @@ def record_set(case, clinician, active_model):
     from inference.models import HeatMap
     from inference.services import scan_submit
 
-    scan, prediction = scan_submit(case=case, user=clinician,
-                                   files=[SimpleUploadedFile("slice.png", make_png())])
+    scan, prediction = scan_submit(case=case, user=clinician, files=[SimpleUploadedFile("slice.png", make_png())])
     heatmap = HeatMap(prediction=prediction, slice=scan.slices.get(), index=0, probability=0.5)
     heatmap.image.save("heatmap.png", ContentFile(make_png(value=200)), save=True)
     return {"case": case, "scan": scan, "prediction": prediction, "model": active_model}
@@ -105,8 +104,15 @@ def _random_checkpoint(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model = HemoNet(encoder="small", recurrent=True, embed=32, hidden=16, pretrained=False)
     save_state_dict(model, directory / "model.pt")
-    card = {"name": "hemo-test-random", "version": "test-random", "threshold": 0.5, "scan_pooling": "mean",
-            "architecture": model.config, "input": {"size": 64}, "metrics": {}}
+    card = {
+        "name": "hemo-test-random",
+        "version": "test-random",
+        "threshold": 0.5,
+        "scan_pooling": "mean",
+        "architecture": model.config,
+        "input": {"size": 64},
+        "metrics": {},
+    }
     (directory / "metadata.json").write_text(json.dumps(card))
     return directory
 

@@ -65,13 +65,23 @@ def _body(kind: str | None) -> tuple[dict | None, str | None]:
 
 
 @pytest.mark.parametrize(("method", "path", "body_kind", "who", "expected"), CASES)
-def test_access_matrix(method, path, body_kind, who, expected, record_set, client_for, clinician, auditor,
-                       org_admin, other_clinician):
-    users = {"anonymous": None, "clinician": clinician, "auditor": auditor, "admin": org_admin,
-             "other": other_clinician}
+def test_access_matrix(
+    method, path, body_kind, who, expected, record_set, client_for, clinician, auditor, org_admin, other_clinician
+):
+    users = {
+        "anonymous": None,
+        "clinician": clinician,
+        "auditor": auditor,
+        "admin": org_admin,
+        "other": other_clinician,
+    }
     client = client_for(users[who])
-    url = path.format(case=record_set["case"].pk, scan=record_set["scan"].pk,
-                      prediction=record_set["prediction"].pk, model=record_set["model"].pk)
+    url = path.format(
+        case=record_set["case"].pk,
+        scan=record_set["scan"].pk,
+        prediction=record_set["prediction"].pk,
+        model=record_set["model"].pk,
+    )
     counts = (Case.objects.count(), Scan.objects.count(), Prediction.objects.count())
     data, fmt = _body(body_kind)
     response = getattr(client, method)(url, data, format=fmt) if data is not None else getattr(client, method)(url)
@@ -85,18 +95,18 @@ def test_access_matrix(method, path, body_kind, who, expected, record_set, clien
 
 
 @pytest.mark.parametrize("url", ["/api/v1/cases/", "/api/v1/scans/", "/api/v1/predictions/"])
-def test_other_organization_lists_are_empty_and_own_are_complete(url, record_set, client_for, other_clinician,
-                                                                 auditor):
+def test_other_organization_lists_are_empty_and_own_are_complete(url, record_set, client_for, other_clinician, auditor):
     assert client_for(other_clinician).get(url).json()["count"] == 0
     assert client_for(auditor).get(url).json()["count"] == 1
 
 
-def test_other_organization_cannot_upload_even_with_the_case_id(record_set, client_for, other_clinician,
-                                                                private_files):
+def test_other_organization_cannot_upload_even_with_the_case_id(record_set, client_for, other_clinician, private_files):
     before = private_files()
     response = client_for(other_clinician).post(
         f"/api/v1/cases/{record_set['case'].pk}/scans/",
-        {"files": [SimpleUploadedFile("slice.png", make_png())]}, format="multipart")
+        {"files": [SimpleUploadedFile("slice.png", make_png())]},
+        format="multipart",
+    )
     assert response.status_code == 404
     assert Scan.objects.count() == 1 and private_files() == before
 

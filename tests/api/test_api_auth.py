@@ -24,8 +24,7 @@ def assert_error_shape(response, status: int) -> dict:
 
 @pytest.mark.parametrize("login", ["username", "email"])
 def test_token_for_username_or_email_then_token_auth(api_client, clinician, login):
-    response = api_client.post(TOKEN_URL, {"username": getattr(clinician, login), "password": PASSWORD},
-                               format="json")
+    response = api_client.post(TOKEN_URL, {"username": getattr(clinician, login), "password": PASSWORD}, format="json")
     assert response.status_code == 200, response.content
     key = response.json()["token"]
     assert Token.objects.get(user=clinician).key == key
@@ -69,16 +68,18 @@ def test_unverified_email_gets_no_token(api_client, make_user, organization):
 
     user = make_user(organization=organization)
     EmailAddress.objects.filter(user=user).update(verified=False)
-    body = assert_error_shape(api_client.post(TOKEN_URL, {"username": user.username, "password": PASSWORD},
-                                              format="json"), 400)
+    body = assert_error_shape(
+        api_client.post(TOKEN_URL, {"username": user.username, "password": PASSWORD}, format="json"), 400
+    )
     assert "Verify your email" in body["detail"]
 
 
 def test_inactive_user_gets_no_token(api_client, clinician):
     clinician.is_active = False
     clinician.save()
-    assert_error_shape(api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD},
-                                       format="json"), 400)
+    assert_error_shape(
+        api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json"), 400
+    )
 
 
 def test_revoke_and_rotate(client_for, clinician):
@@ -123,15 +124,19 @@ def test_user_without_organization_sees_nothing(client_for, make_user):
 def test_token_issue_is_throttled(api_client, clinician, settings):
     settings.HEMO_API_THROTTLE_RATES = {**settings.HEMO_API_THROTTLE_RATES, "token": "3/minute"}
     for _ in range(3):
-        assert api_client.post(TOKEN_URL, {"username": clinician.username, "password": "wrong"},
-                               format="json").status_code == 400
+        assert (
+            api_client.post(TOKEN_URL, {"username": clinician.username, "password": "wrong"}, format="json").status_code
+            == 400
+        )
     response = api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json")
     body = assert_error_shape(response, 429)
     assert body["code"] == "throttled"
     assert int(response["Retry-After"]) > 0
     settings.HEMO_API_THROTTLE_RATES = {**settings.HEMO_API_THROTTLE_RATES, "token": "100/minute"}
-    assert api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD},
-                           format="json").status_code == 200
+    assert (
+        api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json").status_code
+        == 200
+    )
 
 
 def test_tokens_are_managed_in_the_django_admin(client, make_user, organization, clinician, token_for):
@@ -166,3 +171,49 @@ def test_unknown_api_path_is_a_json_404(client_for, clinician):
     body = assert_error_shape(client_for(clinician).get("/api/v1/nothing-here/"), 404)
     assert body["code"] == "not_found"
     assert_error_shape(client_for(clinician).get("/api/v1/cases/not-a-uuid/"), 404)
+
+
+def test_a_missing_trailing_slash_is_explained(client_for, clinician):
+    body = assert_error_shape(client_for(clinician).post("/api/v1/cases", {"patient_ref": "X-1"}, format="json"), 404)
+    assert "end with a slash: /api/v1/cases/" in body["detail"]
+
+
+def test_post_to_an_unknown_path_is_a_json_404_not_a_csrf_page(clinician):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician, backend="django.contrib.auth.backends.ModelBackend")
+    assert_error_shape(client.post("/api/v1/predictions/nonsense/rerun/", {}), 404)
+
+
+def test_session_writes_need_the_csrf_token(clinician):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician, backend="django.contrib.auth.backends.ModelBackend")
+    body = assert_error_shape(
+        client.post("/api/v1/cases/", {"patient_ref": "CSRF-001"}, content_type="application/json"), 403
+    )
+    assert "CSRF" in body["detail"]
+
+
+def test_errors_of_file_endpoints_are_labelled_json(client_for, clinician):
+    response = client_for(clinician).get(
+        "/api/v1/predictions/00000000-0000-0000-0000-000000000000/heatmaps/0/", HTTP_ACCEPT="image/png"
+    )
+    body = assert_error_shape(response, 404)
+    assert body["code"] == "not_found"
+
+
+def test_a_forged_forwarded_for_header_does_not_escape_the_token_throttle(api_client, clinician, settings):
+    settings.HEMO_API_THROTTLE_RATES = {**settings.HEMO_API_THROTTLE_RATES, "token": "2/minute"}
+    statuses = [
+        api_client.post(
+            TOKEN_URL,
+            {"username": clinician.username, "password": "guess"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
+        ).status_code
+        for i in range(4)
+    ]
+    assert statuses == [400, 400, 429, 429]

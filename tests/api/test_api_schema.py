@@ -8,6 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+TOKEN_CHANGING = {
+    ("DELETE", "/api/v1/auth/token/"),
+    ("POST", "/api/v1/me/token/"),
+    ("DELETE", "/api/v1/me/token/"),
+}
+
 
 def test_schema_generates_with_zero_warnings(tmp_path):
     out = tmp_path / "schema.yaml"
@@ -16,8 +22,13 @@ def test_schema_generates_with_zero_warnings(tmp_path):
     except (CommandError, Exception) as exc:  # drf-spectacular raises SchemaGenerationError on any warning
         pytest.fail(f"schema generation warned or failed: {exc}")
     text = out.read_text()
-    for path in ("/api/v1/auth/token/", "/api/v1/cases/{id}/scans/", "/api/v1/predictions/{id}/rerun/",
-                 "/api/v1/models/", "/api/v1/me/"):
+    for path in (
+        "/api/v1/auth/token/",
+        "/api/v1/cases/{id}/scans/",
+        "/api/v1/predictions/{id}/rerun/",
+        "/api/v1/models/",
+        "/api/v1/me/",
+    ):
         assert f"{path}:" in text
 
 
@@ -36,14 +47,23 @@ def test_schema_and_docs_are_public_and_self_hosted(client, db):
 
 
 @pytest.mark.slow
-def test_fuzz_the_live_api_without_server_errors(live_server, transactional_db, settings, clinician, auditor,
-                                                 token_for, fake_model_dir):
+def test_fuzz_the_live_api_without_server_errors(
+    live_server, transactional_db, settings, clinician, auditor, token_for, fake_model_dir
+):
     """Requests generated from the live schema (valid and invalid), sent with a clinician's token, half of them
-    aimed at records that exist: no answer may be a 5xx."""
+    aimed at records that exist: no answer may be a 5xx, and every answer must match the schema (documented status
+    code, content type and body)."""
     import schemathesis
     from django.core.files.uploadedfile import SimpleUploadedFile
-    from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
     from schemathesis import GenerationMode
+    from schemathesis.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     from inference.services import model_version_register, scan_submit
     from scans.services import case_create
@@ -63,11 +83,14 @@ def test_fuzz_the_live_api_without_server_errors(live_server, transactional_db, 
     def fuzz(operation) -> None:
         nonlocal calls
         resource = operation.path.split("/")[3]
-        strategy = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-                             operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        strategy = st.one_of(
+            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+            operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+        )
 
-        @hypothesis_settings(max_examples=12, deadline=None, database=None, derandomize=True,
-                             suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=12, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        )
         @given(case=strategy, use_real_id=st.booleans())
         def run(case, use_real_id):
             nonlocal calls
@@ -77,15 +100,23 @@ def test_fuzz_the_live_api_without_server_errors(live_server, transactional_db, 
                     case.path_parameters["index"] = 0
             response = case.call(base_url=live_server.url, headers=headers, timeout=30)
             calls += 1
+            where = f"{operation.method.upper()} {case.formatted_path} {case.query!r} -> {response.status_code}"
             if response.status_code >= 500:
-                failures.append(f"{operation.method.upper()} {case.formatted_path} -> {response.status_code}: "
-                                f"{response.text[:300]}")
+                failures.append(f"{where}: {response.text[:300]}")
+            try:
+                case.validate_response(
+                    response, checks=[response_schema_conformance, status_code_conformance, content_type_conformance]
+                )
+            except BaseException as exc:  # schemathesis raises an exception group
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                failures.append(f"{where}: {str(exc)[:600]}")
 
         run()
 
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.path.endswith("/token/") and operation.method.upper() in ("POST", "DELETE"):
+        if (operation.method.upper(), operation.path) in TOKEN_CHANGING:
             continue  # would rotate or revoke the token the fuzzing itself uses (covered in test_api_auth)
         fuzz(operation)
 

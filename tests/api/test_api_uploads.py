@@ -40,8 +40,9 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_UPLOADS))
-def test_bad_upload_is_refused_with_a_message_and_nothing_stored(kind, case, clinician, client_for, active_model,
-                                                                 private_files):
+def test_bad_upload_is_refused_with_a_message_and_nothing_stored(
+    kind, case, clinician, client_for, active_model, private_files
+):
     files, code, words = BAD_UPLOADS[kind]
     before = private_files()
     data = {"files": [SimpleUploadedFile(name, content) for name, content in files]} if files else {}
@@ -63,15 +64,17 @@ def test_api_and_service_give_the_same_message(case, clinician, client_for, acti
     bad = b"GIF89a not what we take"
     with pytest.raises(IngestError) as refused:
         scan_ingest(case=case, user=clinician, files=[SimpleUploadedFile("x.gif", bad)])
-    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
-                                          {"files": [SimpleUploadedFile("x.gif", bad)]}, format="multipart")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("x.gif", bad)]}, format="multipart"
+    )
     assert response.json()["errors"]["files"] == refused.value.messages
 
 
 def test_upload_size_limit_comes_from_the_service(case, clinician, client_for, active_model, settings):
     settings.HEMO_MAX_UPLOAD_MB = 0
-    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
-                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
+    )
     assert response.status_code == 400 and response.json()["code"] == "too_large"
 
 
@@ -80,20 +83,23 @@ def test_json_body_is_refused_for_uploads(case, clinician, client_for, active_mo
     assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
 
 
-def test_upload_without_an_active_model_is_503_and_stores_nothing(case, clinician, client_for, settings, tmp_path,
-                                                                  private_files):
+def test_upload_without_an_active_model_is_503_and_stores_nothing(
+    case, clinician, client_for, settings, tmp_path, private_files
+):
     settings.HEMO_MODEL_DIR = tmp_path / "no-model"
     before = private_files()
-    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
-                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
+    )
     assert response.status_code == 503
     assert response.json()["code"] == "model_unavailable" and "register_model" in response.json()["detail"]
     assert not Scan.objects.exists() and private_files() == before
 
 
 def test_good_upload_returns_the_scan_with_its_queued_prediction(case, clinician, client_for, active_model):
-    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
-                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     scan = Scan.objects.get()
@@ -109,26 +115,31 @@ def test_uploads_are_throttled_per_user(case, clinician, org_admin, client_for, 
     client = client_for(clinician)
     url = f"/api/v1/cases/{case.pk}/scans/"
     for value in (60, 70):
-        response = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=value))]},
-                               format="multipart")
+        response = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=value))]}, format="multipart")
         assert response.status_code == 201
     response = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=80))]}, format="multipart")
     assert response.status_code == 429 and response.json()["code"] == "throttled"
     assert Scan.objects.count() == 2
     # Reading is not throttled, and another user has their own budget.
     assert client.get(url).status_code == 200
-    assert client_for(org_admin).post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=90))]},
-                                      format="multipart").status_code == 201
+    assert (
+        client_for(org_admin)
+        .post(url, {"files": [SimpleUploadedFile("s.png", make_png(value=90))]}, format="multipart")
+        .status_code
+        == 201
+    )
 
 
-def test_rerun_with_another_model_version_creates_a_prediction(case, clinician, client_for, active_model,
-                                                               fake_model_dir, tmp_path):
+def test_rerun_with_another_model_version_creates_a_prediction(
+    case, clinician, client_for, active_model, fake_model_dir, tmp_path
+):
     import shutil
 
     from inference.services import model_version_register
 
-    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/",
-                                          {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
+    )
     first = response.json()["prediction"]["id"]
     other_dir = tmp_path / "other-model"
     shutil.copytree(fake_model_dir, other_dir)
@@ -140,8 +151,7 @@ def test_rerun_with_another_model_version_creates_a_prediction(case, clinician, 
     created = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": str(other.pk)}, format="json")
     assert created.status_code == 201, created.content
     assert created.json()["model_version"]["id"] == str(other.pk) and created.json()["status"] == "queued"
-    by_version = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": other.version},
-                             format="json")
+    by_version = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": other.version}, format="json")
     assert by_version.status_code == 200 and by_version.json()["id"] == created.json()["id"]
     unknown = client.post(f"/api/v1/predictions/{first}/rerun/", {"model_version": "9.9.9"}, format="json")
     assert unknown.status_code == 400 and list(unknown.json()["errors"]) == ["model_version"]

@@ -46,8 +46,10 @@ def submit_and_wait_for_url(browser, button_selector: str, pattern: str, timeout
 def wait_for_probability(browser) -> str:
     """The result page reloads itself (status polling) until the prediction finished; return the shown probability."""
     verdict = wait(browser, PREDICTION_TIMEOUT).until(
-        lambda b: (b.find_elements(By.CSS_SELECTOR, "[data-testid=verdict][data-status=succeeded]")
-                   or b.find_elements(By.CSS_SELECTOR, "[data-testid=verdict][data-status=failed]"))
+        lambda b: (
+            b.find_elements(By.CSS_SELECTOR, "[data-testid=verdict][data-status=succeeded]")
+            or b.find_elements(By.CSS_SELECTOR, "[data-testid=verdict][data-status=failed]")
+        )
     )[0]
     assert verdict.get_attribute("data-status") == "succeeded", css(browser, "[data-testid=error-message]").text
     text = css(browser, "[data-testid=probability]").text
@@ -143,12 +145,13 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
     # Step through the slices with the buttons and the chart; the overlay follows the slice.
     readout = css(browser, "[data-testid=viewer-readout]")
     assert re.match(r"Slice \d+ / 28", readout.text)
-    css(browser, "[data-viewer-slider]").send_keys("\ue012")  # Home -> slice 1 (the range input handles it)
+    bars = browser.find_elements(By.CSS_SELECTOR, ".chart__bar")
+    bars[0].click()  # a bar of the chart selects its slice
     wait(browser).until(lambda b: readout.text.startswith("Slice 1 / 28"))
     css(browser, "[data-viewer-next]").click()
     wait(browser).until(lambda b: readout.text.startswith("Slice 2 / 28"))
-    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))",
-                           browser.find_elements(By.CSS_SELECTOR, ".chart__bar")[14])
+    slider = css(browser, "[data-viewer-slider]")
+    browser.execute_script("arguments[0].value = '15'; arguments[0].dispatchEvent(new Event('input'));", slider)
     wait(browser).until(lambda b: readout.text.startswith("Slice 15 / 28"))
     css(browser, "[data-testid=overlay-toggle]").click()
     image = css(browser, "[data-testid=viewer-image]")
