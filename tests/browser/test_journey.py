@@ -1,7 +1,8 @@
 """The clinician's journey in real headless Chromium against a live server, with a real Celery worker running the real
 model: sign up, verify, sign in, create a case, upload, wait for the probability, step through the slices.
 
-Screenshots for the README are written only when HEMO_SCREENSHOTS names a folder (e.g. docs/screenshots).
+Screenshots for the README (result.png, result-series.png, case.png, dashboard.png, model.png) are written only when
+HEMO_SCREENSHOTS names a folder (e.g. docs/screenshots).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def test_sign_up_verify_sign_in_create_case_upload_png_and_view_the_result(
     css(browser, "[data-testid=overlay-toggle]").click()
     wait(browser).until(lambda b: "/heatmaps/0/" in image.get_attribute("src") and image_loaded(b, image))
     assert "heat map" in css(browser, "[data-testid=viewer-readout]").text
+    save_screenshot(browser, "result.png")
 
 
 def test_dicom_series_zip_shows_28_slice_probabilities(
@@ -146,7 +148,10 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
     readout = css(browser, "[data-testid=viewer-readout]")
     assert re.match(r"Slice \d+ / 28", readout.text)
     bars = browser.find_elements(By.CSS_SELECTOR, ".chart__bar")
-    bars[0].click()  # a bar of the chart selects its slice
+    # A bar of the chart selects its slice (a synthetic click: WebDriver's hit test is unreliable on SVG shapes).
+    browser.execute_script(
+        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true}))", bars[0]
+    )
     wait(browser).until(lambda b: readout.text.startswith("Slice 1 / 28"))
     css(browser, "[data-viewer-next]").click()
     wait(browser).until(lambda b: readout.text.startswith("Slice 2 / 28"))
@@ -158,7 +163,7 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
     wait(browser).until(lambda b: "/heatmaps/14/" in image.get_attribute("src") and image_loaded(b, image))
 
     # README screenshots (only when HEMO_SCREENSHOTS is set).
-    save_screenshot(browser, "result.png")
+    save_screenshot(browser, "result-series.png")
     browser.get(f"{live_server.url}/cases/{case.pk}/")
     wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid=prediction-row]"))
     save_screenshot(browser, "case.png")
