@@ -172,7 +172,8 @@ def scan_predict(request: HttpRequest, scan_id: uuid.UUID) -> HttpResponse:
 def _metric_rows(metrics: dict) -> list[dict[str, Any]]:
     """Rows (split, dataset, level, metrics) from the model card's nested metrics: split -> dataset -> level."""
     rows = []
-    for split, by_dataset in (metrics or {}).items():
+    order = {"validation": 0, "val": 0, "test": 1}
+    for split, by_dataset in sorted((metrics or {}).items(), key=lambda item: order.get(item[0], 2)):
         if not isinstance(by_dataset, dict):
             continue
         for dataset, entry in by_dataset.items():

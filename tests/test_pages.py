@@ -530,3 +530,10 @@ def test_error_pages_and_account_pages_use_the_site_design(clinician_client, cli
     change = clinician_client.get(reverse("account_change_password"))
     assert change.status_code == 200 and "css/hemo.css" in body(change) and 'class="btn btn--primary"' in body(change)
     assert clinician.username in body(change) and clinician.organization.name in body(change)
+
+
+def test_probabilities_are_never_rounded_to_certainty():
+    from scans.templatetags.hemo_ui import pct
+
+    assert pct(0.99996) == "> 99.9 %" and pct(0.00002) == "< 0.1 %"
+    assert pct(0.2439) == "24.4 %" and pct(1.0) == "100.0 %" and pct(0.0) == "0.0 %" and pct(None) == ""

@@ -13,9 +13,16 @@ def pct(value, digits: int = 1) -> str:
     if value is None or value == "":
         return ""
     try:
-        return f"{float(value) * 100:.{int(digits)}f} %"
+        value, digits = float(value), int(digits)
     except (TypeError, ValueError):
         return ""
+    # Never round a probability to a certainty: 0.99996 is "> 99.9 %", not "100.0 %".
+    step = 10**-digits / 100
+    if value >= 1 - step / 2 and value < 1:
+        return f"> {(1 - step) * 100:.{digits}f} %"
+    if 0 < value < step / 2:
+        return f"< {step * 100:.{digits}f} %"
+    return f"{value * 100:.{digits}f} %"
 
 
 @register.filter
@@ -26,7 +33,8 @@ def num(value, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{int(digits)}f}"
+        # Small values (learning rates) keep their significant digits instead of rounding to 0.000.
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.{int(digits)}f}"
     return str(value)
 
 

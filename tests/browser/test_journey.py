@@ -54,7 +54,7 @@ def wait_for_probability(browser) -> str:
     )[0]
     assert verdict.get_attribute("data-status") == "succeeded", css(browser, "[data-testid=error-message]").text
     text = css(browser, "[data-testid=probability]").text
-    assert re.fullmatch(r"\d{1,3}\.\d %", text), text
+    assert re.fullmatch(r"([<>] )?\d{1,3}\.\d %", text), text
     return text
 
 
@@ -62,7 +62,7 @@ def image_loaded(browser, element) -> bool:
     return bool(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0;", element))
 
 
-def upload(browser, path: Path) -> None:
+def upload_file(browser, path: Path) -> None:
     """Choose the file and submit: the page's script posts it with XHR (progress bar) and opens the result."""
     css(browser, "form[data-upload] input[type=file]").send_keys(str(path))
     wait(browser).until(lambda b: path.name in css(b, "[data-file-list]").text)
@@ -104,7 +104,7 @@ def test_sign_up_verify_sign_in_create_case_upload_png_and_view_the_result(
     assert "RSU-000042" in css(browser, "h1").text
 
     # Upload a real head CT PNG; the worker runs the model; the result page shows the probability.
-    upload(browser, head_ct_png)
+    upload_file(browser, head_ct_png)
     wait_for_probability(browser)
     assert "Decision support, not a diagnosis" in browser.page_source
     assert css(browser, "[data-testid=slice-chart]").get_attribute("data-slices") == "1"
@@ -120,12 +120,16 @@ def test_sign_up_verify_sign_in_create_case_upload_png_and_view_the_result(
 
 
 def test_dicom_series_zip_shows_28_slice_probabilities(
-    live_server, browser, celery_worker, model_version, clinician, ge_series_paths, tmp_path
+    live_server, browser, celery_worker, model_version, clinician, ge_series_paths, head_ct_png, upload, tmp_path
 ):
+    from inference.services import scan_submit
     from scans.services import case_create
 
-    case = case_create(user=clinician, patient_ref="GE-000028", title="Head CT series (28 slices)")
+    # Other cases of the organization, so that the dashboard shows each state (analysed by the worker meanwhile).
     case_create(user=clinician, patient_ref="HOSP-000777", title="Trauma, awaiting scan")
+    other = case_create(user=clinician, patient_ref="HOSP-000512", title="Fall, anticoagulated")
+    _, other_prediction = scan_submit(case=other, user=clinician, files=[upload(head_ct_png)])
+    case = case_create(user=clinician, patient_ref="GE-000028", title="Head CT series (28 slices)")
     archive = tmp_path / "ge_head_series.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in ge_series_paths:  # shuffled: ingestion must restore the anatomical order
@@ -133,7 +137,7 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
 
     sign_in_with_session(browser, live_server.url, clinician)
     browser.get(f"{live_server.url}/cases/{case.pk}/")
-    upload(browser, archive)
+    upload_file(browser, archive)
     wait_for_probability(browser)
 
     chart = css(browser, "[data-testid=slice-chart]")
@@ -167,8 +171,11 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
     browser.get(f"{live_server.url}/cases/{case.pk}/")
     wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-testid=prediction-row]"))
     save_screenshot(browser, "case.png")
+    other_prediction.refresh_from_db()
+    assert other_prediction.is_finished
     browser.get(f"{live_server.url}/cases/")
-    assert "GE-000028" in css(browser, "[data-testid=case-table]").text
+    table = css(browser, "[data-testid=case-table]").text
+    assert "GE-000028" in table and "HOSP-000512" in table and "Not analysed" in table
     save_screenshot(browser, "dashboard.png")
     browser.get(f"{live_server.url}/models/")
     assert model_version.sha256 in css(browser, "[data-testid=model-card]").text
