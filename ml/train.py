@@ -344,11 +344,11 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=80)
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train (slice + scan CE)")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation (scan CE)")
     axes[0].set_title("loss (cross-entropy)")
     axes[1].plot(epochs, [h["train_accuracy"] for h in history], label="train (slices)")
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="validation (scans)")
+    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="validation (scans, p >= 0.5)")
     axes[1].set_title("accuracy")
     for ax in axes:
         ax.set_xlabel("epoch")
@@ -549,6 +549,10 @@ def main(argv=None) -> int:
             "test": summarise(test_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
         },
     }
+    card["training"]["cpu_time_statement"] = (
+        f"{train_seconds / 60:.1f} min of training ({len(history)} epochs) plus {prep_seconds / 60:.1f} min of "
+        f"preprocessing on {card['training']['hardware']}"
+    )
     write_checkpoint(args.out, model, card, history, test_scores, pooling)
     print(
         json.dumps(
