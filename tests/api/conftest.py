@@ -9,16 +9,11 @@ come from tests/conftest.py).
                              fail it, which is what the failure paths want)
     record_set               a case of `organization` with one uploaded scan, its queued prediction and one heat
                              map, for the access matrix
-    worker_model_version     a model the real worker can run: the trained default model when there is one, else a
-                             tiny randomly initialised network of the same architecture (real code, meaningless
-                             numbers: enough to prove the plumbing)
 """
 
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -95,44 +90,3 @@ def record_set(case, clinician, active_model):
     heatmap = HeatMap(prediction=prediction, slice=scan.slices.get(), index=0, probability=0.5)
     heatmap.image.save("heatmap.png", ContentFile(make_png(value=200)), save=True)
     return {"case": case, "scan": scan, "prediction": prediction, "model": active_model}
-
-
-def _random_checkpoint(directory: Path) -> Path:
-    from ml.model import HemoNet
-    from ml.train import save_state_dict
-
-    directory.mkdir(parents=True, exist_ok=True)
-    model = HemoNet(encoder="small", recurrent=True, embed=32, hidden=16, pretrained=False)
-    save_state_dict(model, directory / "model.pt")
-    card = {
-        "name": "hemo-test-random",
-        "version": "test-random",
-        "threshold": 0.5,
-        "scan_pooling": "mean",
-        "architecture": model.config,
-        "input": {"size": 64},
-        "metrics": {},
-    }
-    (directory / "metadata.json").write_text(json.dumps(card))
-    return directory
-
-
-@pytest.fixture(scope="session")
-def worker_model_dir(tmp_path_factory) -> Path:
-    from django.conf import settings
-
-    trained = Path(settings.HEMO_MODEL_DIR)
-    if (trained / "model.pt").is_file() and (trained / "metadata.json").is_file():
-        return trained
-    try:
-        return _random_checkpoint(tmp_path_factory.mktemp("random-model"))
-    except Exception as exc:  # the ml package changed shape: say so instead of failing the API suite
-        pytest.skip(f"no trained model at {trained} and no random stand-in could be built ({exc!r})")
-
-
-@pytest.fixture
-def worker_model_version(transactional_db, worker_model_dir):
-    from inference.services import model_version_register
-
-    version, _ = model_version_register(path=worker_model_dir, activate=True, copy=False)
-    return version

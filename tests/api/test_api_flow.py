@@ -52,7 +52,7 @@ def _series_zip(paths) -> bytes:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["png", "dicom_zip"])
 def test_flow_with_a_real_worker(
-    kind, request, transactional_db, celery_worker, worker_model_version, clinician, other_clinician, token_for
+    kind, request, transactional_db, celery_worker, model_version, clinician, other_clinician, token_for
 ):
     if kind == "png":
         path = request.getfixturevalue("head_ct_png")
@@ -73,9 +73,9 @@ def test_flow_with_a_real_worker(
     assert result["status"] == "succeeded", result
     assert result["error"] == ""
     assert 0.0 <= result["probability"] <= 1.0
-    assert result["threshold"] == pytest.approx(worker_model_version.threshold)
+    assert result["threshold"] == pytest.approx(model_version.threshold)
     assert result["label"] == (result["probability"] >= result["threshold"])
-    assert result["model_version"]["version"] == worker_model_version.version
+    assert result["model_version"]["version"] == model_version.version
     assert len(result["slice_probabilities"]) == slices
     assert all(0.0 <= p <= 1.0 for p in result["slice_probabilities"])
     assert [h["index"] for h in result["heatmaps"]] == list(range(slices))
@@ -120,14 +120,14 @@ def test_flow_reports_a_failed_prediction_with_its_error(transactional_db, celer
 
 
 @pytest.mark.slow
-def test_the_python_example_in_docs_api_md_works(
-    live_server, celery_worker, worker_model_version, clinician, tmp_path, monkeypatch, capsys
+def test_the_python_example_in_the_readme_works(
+    live_server, celery_worker, model_version, clinician, tmp_path, monkeypatch, capsys
 ):
     """The README's Python example, run as written against a live server and the real worker."""
     from tests.conftest import REPO_ROOT
 
-    text = (REPO_ROOT / "docs" / "API.md").read_text()
-    code = text.split("## The flow in Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    text = (REPO_ROOT / "README.md").read_text()
+    code = text.split("### The flow in Python", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     (tmp_path / "head_ct").mkdir()
     (tmp_path / "head_ct" / "000.png").write_bytes(make_png(128))
     monkeypatch.chdir(tmp_path)
@@ -139,6 +139,6 @@ def test_the_python_example_in_docs_api_md_works(
         assert placeholder in code
         code = code.replace(placeholder, value)
     namespace: dict = {}
-    exec(compile(code, "docs/API.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     assert namespace["prediction"]["status"] == "succeeded", namespace["prediction"]
     assert "succeeded" in capsys.readouterr().out
