@@ -29,6 +29,30 @@ def read_dicom(source: bytes | BinaryIO, *, stop_before_pixels: bool = False) ->
     return ml_dicom.read_dataset(source, stop_before_pixels=stop_before_pixels)
 
 
+def is_dicom_bytes(data: bytes) -> bool:
+    """True when the bytes start like a DICOM Part 10 file (128-byte preamble + "DICM")."""
+    return ml_dicom.is_dicom_bytes(data[:132])
+
+
+def undecodable_compression(ds: Dataset) -> str | None:
+    """The name of the compressed transfer syntax of ``ds`` when no pixel decoder for it is installed here, else
+    None (uncompressed, or compressed in a way pydicom can decode)."""
+    from pydicom.pixels import get_decoder
+
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is None:
+        return None
+    try:
+        if not uid.is_compressed:
+            return None
+        if get_decoder(uid).is_available:
+            return None
+    except (ValueError, NotImplementedError):  # a private or unknown transfer syntax: no decoder either
+        pass
+    return uid.name if uid.name != str(uid) else f"transfer syntax {uid}"
+
+
 def modality(ds: Dataset) -> str:
     return str(ds.get("Modality", "") or "").upper()
 

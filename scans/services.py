@@ -138,6 +138,9 @@ class _Upload:
     data: bytes
     kind: str = ""  # "png", "jpeg", "dicom"
     dataset: Any = None
+    # Set for members of a ZIP archive: the archive's name. Archives of a series folder often carry a LICENSE, a
+    # README or JSON sidecars; such members are skipped (and reported) instead of refusing the whole upload.
+    archive: str = ""
 
 
 @dataclass
@@ -258,10 +261,14 @@ def _too_big(size: int, limit: int) -> str:
     return f"The upload is {size / MB:.1f} MB; the limit is {limit / MB:.0f} MB."
 
 
-def _unsafe_member_name(name: str) -> bool:
-    normalized = name.replace("\\", "/")
+def _unsafe_member_name(info: zipfile.ZipInfo) -> bool:
+    # zipfile cuts names at the first NUL byte ("scan.dcm\0.exe" reads as "scan.dcm"); the name as stored in the
+    # archive keeps it, and such a name is never an honest one.
+    if "\x00" in info.orig_filename:
+        return True
+    normalized = info.filename.replace("\\", "/")
     parts = PurePosixPath(normalized).parts
-    return normalized.startswith("/") or bool(re.match(r"^[A-Za-z]:", normalized)) or ".." in parts or "\x00" in name
+    return normalized.startswith("/") or bool(re.match(r"^[A-Za-z]:", normalized)) or ".." in parts
 
 
 def _expand_zip(upload: _Upload) -> list[_Upload]:
@@ -280,9 +287,9 @@ def _expand_zip(upload: _Upload) -> list[_Upload]:
     members: list[zipfile.ZipInfo] = []
     total = 0
     for info in infos:
-        if _unsafe_member_name(info.filename):
+        if _unsafe_member_name(info):
             raise IngestError(
-                f"{upload.name} contains an unsafe path ({info.filename!r}); archives must not point outside "
+                f"{upload.name} contains an unsafe path ({info.orig_filename!r}); archives must not point outside "
                 "themselves.",
                 code="zip_unsafe_path",
             )
@@ -327,26 +334,38 @@ def _expand_zip(upload: _Upload) -> list[_Upload]:
             )
         if not data:
             raise IngestError(f"The file {name} in {upload.name} is empty.", code="empty")
-        expanded.append(_Upload(name=name, data=data))
+        expanded.append(_Upload(name=name, data=data, archive=upload.name))
     return expanded
 
 
-def _detect(upload: _Upload) -> None:
+def _detect(upload: _Upload) -> bool:
+    """Set ``upload.kind`` from the content. False for a ZIP member that is neither DICOM nor PNG/JPEG (a LICENSE,
+    a README, a JSON sidecar): the caller skips it. A loose file of another type is refused, and so is a file that
+    starts like DICOM (preamble + "DICM") but cannot be read, wherever it comes from: that is a damaged slice."""
     head = upload.data[:16]
     if head.startswith(PNG_MAGIC):
         upload.kind = "png"
-    elif head.startswith(JPEG_MAGIC):
+        return True
+    if head.startswith(JPEG_MAGIC):
         upload.kind = "jpeg"
-    else:
-        try:
-            upload.dataset = imaging.read_dicom(upload.data)
-        except imaging.DicomError as exc:
+        return True
+    try:
+        upload.dataset = imaging.read_dicom(upload.data)
+    except imaging.DicomError as exc:
+        if imaging.is_dicom_bytes(upload.data):
             raise IngestError(
-                f"{upload.name} is not a supported file. Upload a PNG or JPEG image, DICOM files of one CT "
-                "series, or a ZIP of such a series.",
-                code="unsupported_type",
+                f"{upload.name} is a DICOM file that cannot be read: it is damaged or incomplete.",
+                code="corrupt_dicom",
             ) from exc
-        upload.kind = "dicom"
+        if upload.archive:
+            return False
+        raise IngestError(
+            f"{upload.name} is not a supported file. Upload a PNG or JPEG image, DICOM files of one CT "
+            "series, or a ZIP of such a series.",
+            code="unsupported_type",
+        ) from exc
+    upload.kind = "dicom"
+    return True
 
 
 def _is_dicomdir(ds: Any) -> bool:
@@ -355,12 +374,32 @@ def _is_dicomdir(ds: Any) -> bool:
     return sop_class == MEDIA_STORAGE_DIRECTORY_UID or "DirectoryRecordSequence" in ds
 
 
+def _names(names: list[str], *, limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
 def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
-    for upload in uploads:
-        _detect(upload)
-    uploads = [u for u in uploads if not (u.kind == "dicom" and _is_dicomdir(u.dataset))]
+    skipped = [u for u in uploads if not _detect(u)]
+    uploads = [u for u in uploads if u.kind and not (u.kind == "dicom" and _is_dicomdir(u.dataset))]
     if not uploads:
+        if skipped:
+            archives = sorted({u.archive for u in skipped})
+            raise IngestError(
+                f"{_names(archives)} contains no DICOM file and no PNG/JPEG image (found only "
+                f"{_names([u.name for u in skipped])}). Upload a ZIP of a CT series.",
+                code="no_images",
+            )
         raise IngestError("The upload contains no image.", code="empty")
+    prepared, kind, modality, details = _prepare_slices(uploads)
+    if skipped:
+        # Reported to the user (upload message, API answer) and kept with the scan; base names only, as for
+        # original_filenames: folder names inside an archive may name a patient.
+        details = {**details, "skipped_files": [u.name for u in skipped]}
+    return prepared, kind, modality, details
+
+
+def _prepare_slices(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
     kinds = {u.kind for u in uploads}
     if "dicom" in kinds and len(kinds) > 1:
         raise IngestError("The upload mixes DICOM files and PNG/JPEG images; upload them separately.", code="mixed")
@@ -463,6 +502,13 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
         if sop and sop in seen:
             raise IngestError(f"{upload.name} repeats a slice that is already in the upload.", code="duplicate")
         seen.add(sop)
+        compression = imaging.undecodable_compression(ds)
+        if compression:
+            raise IngestError(
+                f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
+                "Export the series uncompressed (or as JPEG 2000 / JPEG baseline) and upload it again.",
+                code="unsupported_compression",
+            )
         try:
             hu = imaging.to_hu(ds)
             reason = imaging.ct_rejection_reason(ds, hu)

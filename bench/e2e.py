@@ -1,6 +1,6 @@
 """End-to-end benchmark of the platform: REST upload -> Celery worker -> prediction, plus the processes' memory.
 
-    python bench/platform.py [--n-images 10] [--n-series 5] [--series DIR] [--json-out PATH] [--keep]
+    python bench/e2e.py [--n-images 10] [--n-series 5] [--series DIR] [--json-out PATH] [--keep]
 
 Self-contained by default: a temporary folder gets a SQLite database and a kombu filesystem broker
 (HEMO_VAR_DIR), then ``manage.py migrate``, ``manage.py register_model ml/models/default --activate``, a verified
@@ -18,48 +18,30 @@ pool child and of the gunicorn processes.
 
 Prints one JSON object, then a table. Every process it started is stopped (also on errors and Ctrl-C) and the
 temporary folder removed (unless --keep).
-
-Note on the file name: a script in bench/ puts bench/ first on sys.path, so this file would shadow the standard
-library's ``platform`` (imported by uuid, numpy, torch, ...) for every script run from bench/. It therefore drops its
-own folder from sys.path when run, and when it is imported as ``platform`` by mistake it loads the real module in
-its place.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
 import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
 import sys
-
-if __name__ == "platform":  # imported instead of the standard library's module: hand over to the real one
-    import importlib.util
-
-    _stdlib_platform = os.path.join(os.path.dirname(os.__file__), "platform.py")
-    _spec = importlib.util.spec_from_file_location("platform", _stdlib_platform)
-    _real = importlib.util.module_from_spec(_spec)
-    sys.modules["platform"] = _real
-    _spec.loader.exec_module(_real)
-else:  # run as a script: bench/ is sys.path[0]; drop it so that `import platform` finds the standard library
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.parse  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-import zipfile  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL_S = 0.1
@@ -511,7 +493,7 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
     return {
         "benchmark": "platform end-to-end (REST upload -> Celery worker -> succeeded) and process memory",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/platform.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/e2e.py " + " ".join(sys.argv[1:]),
         "host": {"cpu_count": os.cpu_count(), "loadavg_start": args._load_start, "loadavg_end": load_end},
         "config": {
             "settings": env["DJANGO_SETTINGS_MODULE"],
@@ -645,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = bench(args, work)
     except BenchError as exc:
-        print(f"bench/platform.py: {exc}", file=sys.stderr)
+        print(f"bench/e2e.py: {exc}", file=sys.stderr)
         return 1
     finally:
         if args._processes is not None:
