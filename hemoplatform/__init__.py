@@ -1,4 +1,4 @@
-# The Celery app is loaded with Django so that @shared_task and on_commit enqueueing use our configuration.
-from hemoplatform.celery import app as celery_app
-
-__all__ = ("celery_app",)
+# The Celery app (hemoplatform.celery) is deliberately NOT imported here: it defaults DJANGO_SETTINGS_MODULE to the
+# development settings, and importing it with the package would make that default win over the production default
+# of hemoplatform.wsgi / hemoplatform.asgi. `celery -A hemoplatform` finds hemoplatform.celery by itself, and the
+# tasks use the app through hemoplatform.celery.hemo_task, so nothing needs it at package import.

@@ -2,6 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hemoplatform.settings.local")
+# A web server is a deployment: production settings unless told otherwise (manage.py and scripts/up.sh say
+# hemoplatform.settings.local for development).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hemoplatform.settings.production")
 
 application = get_wsgi_application()

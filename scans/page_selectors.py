@@ -7,7 +7,7 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from accounts.models import User
 from inference.models import Prediction
 from scans.models import Case, Scan
-from scans.selectors import case_list_visible, case_scans
+from scans.selectors import case_list_visible
 
 
 def case_list_for_dashboard(*, user: User, search: str = "", status: str = "", label: str = "") -> QuerySet[Case]:
@@ -39,8 +39,14 @@ def case_list_for_dashboard(*, user: User, search: str = "", status: str = "", l
 
 
 def case_scans_with_predictions(*, case: Case) -> QuerySet[Scan]:
-    """A case's scans (newest first) with uploader, slices and the prediction history (newest first)."""
+    """A case's scans (newest first) with uploader and the prediction history (newest first).
+
+    Not built on ``case_scans``: that one prefetches every slice row, which the case page and its status endpoint
+    (polled every few seconds while a prediction runs) never use; a 1000-slice series cost 1000 rows per poll.
+    """
     history = Prediction.objects.select_related("model_version", "requested_by").order_by("-created")
     return (
-        case_scans(case=case).select_related("uploaded_by").prefetch_related(Prefetch("predictions", queryset=history))
+        case.scans.order_by("-created")
+        .select_related("uploaded_by")
+        .prefetch_related(Prefetch("predictions", queryset=history))
     )

@@ -33,7 +33,7 @@ PENDING = (PredictionStatus.QUEUED, PredictionStatus.RUNNING)
 # HTTP status for a refused upload, by IngestError code: too big -> 413, a type we do not analyse -> 415,
 # anything else wrong with the content -> 400.
 TOO_LARGE_CODES = {"too_large", "zip_bomb", "zip_too_many", "too_many_slices"}
-UNSUPPORTED_CODES = {"unsupported_type", "not_ct", "mixed"}
+UNSUPPORTED_CODES = {"unsupported_type", "unsupported_compression", "not_ct", "mixed"}
 
 
 def upload_error_status(error: IngestError) -> int:
@@ -176,6 +176,10 @@ def case_upload(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         return _case_page(request, case, upload_error=error, status=status)
     result_url = reverse("results:detail", kwargs={"prediction_id": prediction.pk})
     message = f"Uploaded {scan.get_kind_display().lower()} with {scan.slice_count} slice(s); analysis queued."
+    skipped = scan.details.get("skipped_files") or []
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        message += f" Skipped {len(skipped)} file(s) of the ZIP that are not DICOM or PNG/JPEG images: {shown}."
     messages.success(request, message)
     if _wants_json(request):
         return JsonResponse(

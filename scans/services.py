@@ -200,6 +200,23 @@ def case_record_view(*, case: Case, user: User, request: HttpRequest | None = No
     record_audit_event(action=AuditAction.CASE_VIEW, actor=user, target=case, request=request)
 
 
+@transaction.atomic
+def slice_record_download(*, slice_: Slice, user: User, via: str, request: HttpRequest | None = None) -> None:
+    """Audit that a user downloaded a slice's stored original. The file views (page and API) call it once the file
+    is open, so a missing file is a 404 and no download. Previews and thumbnails are not audited."""
+    case = slice_.scan.case
+    if not user_can_read_record(user, case.organization_id):
+        raise PermissionDenied
+    record_audit_event(
+        action=AuditAction.FILE_DOWNLOAD,
+        actor=user,
+        target=slice_,
+        organization=case.organization,
+        request=request,
+        details={"scan": str(slice_.scan_id), "index": slice_.index, "via": via},
+    )
+
+
 # --- ingestion --------------------------------------------------------------------------------------------------------
 
 
@@ -364,6 +381,12 @@ def _detect(upload: _Upload) -> bool:
             "series, or a ZIP of such a series.",
             code="unsupported_type",
         ) from exc
+    ds = upload.dataset
+    if not _is_dicomdir(ds) and "SOPClassUID" not in ds and "Rows" not in ds:
+        # pydicom reads garbage after a "DICM" marker without complaint; what it finds is no image of any kind.
+        raise IngestError(
+            f"{upload.name} is a DICOM file that cannot be read: it is damaged or incomplete.", code="corrupt_dicom"
+        )
     upload.kind = "dicom"
     return True
 
@@ -430,6 +453,13 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
                 image.load()  # a full decode: truncated or corrupt data fails here
     except IngestError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The header declares more pixels than Pillow's MAX_IMAGE_PIXELS: refused before anything is decoded.
+        raise IngestError(
+            f"{upload.name} is too large: it declares more than {Image.MAX_IMAGE_PIXELS:,} pixels (a CT slice has "
+            "well under a million).",
+            code="too_large",
+        ) from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on bad data
         raise IngestError(
             f"{upload.name} is not a valid {expected} image: it is damaged or incomplete.", code="corrupt_image"
@@ -506,7 +536,7 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
         if compression:
             raise IngestError(
                 f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
-                "Export the series uncompressed (or as JPEG 2000 / JPEG baseline) and upload it again.",
+                "Export the series uncompressed and upload it again.",
                 code="unsupported_compression",
             )
         try:
@@ -631,7 +661,13 @@ def _store(
                 organization=case.organization,
                 target=scan,
                 request=request,
-                details={"case": str(case.pk), "kind": kind, "slices": len(prepared), "sha256": scan.sha256},
+                details={
+                    "case": str(case.pk),
+                    "kind": kind,
+                    "slices": len(prepared),
+                    "sha256": scan.sha256,
+                    **({"skipped_files": details["skipped_files"]} if details.get("skipped_files") else {}),
+                },
             )
     except BaseException:
         _delete_files(written)

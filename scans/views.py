@@ -9,14 +9,12 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_GET
 
-from accounts.models import AuditAction
-from accounts.services import record_audit_event
 from scans.models import ScanKind
 from scans.selectors import scan_get_visible, slice_get_visible
+from scans.services import slice_record_download
 
 
 def _file_response(field, *, content_type: str, filename: str, as_attachment: bool) -> FileResponse:
@@ -37,22 +35,16 @@ def _file_response(field, *, content_type: str, filename: str, as_attachment: bo
 def slice_file(request: HttpRequest, slice_id: uuid.UUID) -> FileResponse:
     """The stored original (PNG/JPEG, or de-identified DICOM) as an attachment."""
     slice_ = slice_get_visible(user=request.user, slice_id=slice_id)
-    with transaction.atomic():
-        record_audit_event(
-            action=AuditAction.FILE_DOWNLOAD,
-            actor=request.user,
-            target=slice_,
-            organization=slice_.scan.case.organization,
-            request=request,
-            details={"scan": str(slice_.scan_id), "index": slice_.index},
-        )
     extension = {"application/dicom": "dcm", "image/png": "png", "image/jpeg": "jpg"}.get(slice_.content_type, "bin")
-    return _file_response(
+    # Opened first: a missing file is a 404 and no download to audit.
+    response = _file_response(
         slice_.file,
         content_type=slice_.content_type,
         as_attachment=True,
         filename=f"scan-{slice_.scan_id}-{slice_.index:04d}.{extension}",
     )
+    slice_record_download(slice_=slice_, user=request.user, via="page", request=request)
+    return response
 
 
 @require_GET

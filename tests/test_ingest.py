@@ -221,3 +221,72 @@ def test_deleting_a_case_removes_its_files(
     with django_capture_on_commit_callbacks(execute=True):
         case.delete()
     assert private_files() == before
+
+
+# --- ZIPs of a series folder: non-image members are skipped and reported -------------------------------------------
+
+
+def _zip_folder(folder) -> bytes:
+    # As `zip -r series.zip ge_head_series/` makes it: every file of the folder, under the folder's name.
+    return _zip({f"{folder.name}/{p.name}": p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()})
+
+
+def test_zip_of_the_whole_series_folder_skips_its_license(case, clinician, ge_series_paths, upload):
+    folder = ge_series_paths[0].parent
+    assert (folder / "LICENSE").is_file(), "the public folder carries a LICENSE beside its 28 slices"
+    scan = scan_ingest(case=case, user=clinician, files=[upload(_zip_folder(folder), name="ge_head_series.zip")])
+    _check_ge_series(scan, ge_series_paths)
+    assert scan.details["skipped_files"] == ["LICENSE"]
+    assert scan.original_filenames == ["ge_head_series.zip"]
+    upload_event = AuditEvent.objects.get(action=AuditAction.SCAN_UPLOAD, target_id=str(scan.pk))
+    assert upload_event.details["skipped_files"] == ["LICENSE"]
+    as_files = scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    assert as_files.sha256 == scan.sha256 and "skipped_files" not in as_files.details
+
+
+def test_zip_sidecars_readmes_and_dicomdir_are_skipped(case, clinician, ge_series_paths, upload):
+    members = {f"Smith_John/{p.name}": p.read_bytes() for p in ge_series_paths[:3]}
+    members |= {
+        "Smith_John/README.txt": b"Exported by the PACS\n",
+        "Smith_John/01.json": b'{"SeriesDescription": "HEAD"}',
+        "Smith_John/report.pdf": b"%PDF-1.4\n%...\n",
+        "DICOMDIR": b"\0" * 128 + b"DICM" + b"\0" * 16,  # skipped by name, as before: never reported
+    }
+    scan = scan_ingest(case=case, user=clinician, files=[upload(_zip(members), name="export.zip")])
+    assert scan.slice_count == 3
+    # Base names only: a folder inside the archive may name the patient.
+    assert sorted(scan.details["skipped_files"]) == ["01.json", "README.txt", "report.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("members", "code", "words"),
+    [
+        ({"LICENSE": b"MIT\n", "notes.txt": b"hello"}, "no_images", "contains no DICOM file"),
+        ({"DICOMDIR": b"\0" * 200, "LICENSE": b"MIT\n"}, "no_images", "found only LICENSE"),
+        ({"bad.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 64}, "corrupt_dicom", "cannot be read"),
+        ({"truncated.dcm": None}, "corrupt_dicom", "truncated.dcm: the DICOM image cannot be decoded"),
+    ],
+    ids=["only-text", "only-dicomdir-and-license", "corrupt-dicom-member", "truncated-dicom-member"],
+)
+def test_zip_without_usable_slices_or_with_a_corrupt_dicom_is_refused(
+    members, code, words, case, clinician, ge_series_paths, upload, private_files
+):
+    before = private_files()
+    if code == "corrupt_dicom":  # beside good slices: a damaged slice is never skipped
+        if "truncated.dcm" in members:  # a real slice cut short: the header reads, the pixels do not
+            members["truncated.dcm"] = ge_series_paths[2].read_bytes()[:-20000]
+        members = {**{p.name: p.read_bytes() for p in ge_series_paths[:2]}, **members}
+    with pytest.raises(IngestError) as error:
+        scan_ingest(case=case, user=clinician, files=[upload(_zip(members), name="export.zip")])
+    assert error.value.code == code and words in error.value.message, error.value.message
+    _assert_nothing_stored(before, private_files)
+
+
+def test_loose_non_image_files_are_still_refused(case, clinician, ge_series_paths, upload, private_files):
+    # Outside a ZIP nothing is skipped: a LICENSE sent with the slices is a mistake worth saying.
+    before = private_files()
+    files = [upload(p) for p in ge_series_paths[:2]] + [upload(b"MIT License\n", name="LICENSE")]
+    with pytest.raises(IngestError) as error:
+        scan_ingest(case=case, user=clinician, files=files)
+    assert error.value.code == "unsupported_type" and "LICENSE is not a supported file" in error.value.message
+    _assert_nothing_stored(before, private_files)

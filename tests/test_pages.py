@@ -27,6 +27,7 @@ from inference.models import HeatMap, Prediction, PredictionStatus
 from inference.services import model_version_register
 from scans.models import Case, Scan, Slice
 from scans.services import case_create, scan_ingest
+from tests.bad_uploads import BAD_INPUTS, page_status, series
 
 LOGIN_URL = reverse("account_login")
 
@@ -537,3 +538,34 @@ def test_probabilities_are_never_rounded_to_certainty():
 
     assert pct(0.99996) == "> 99.9 %" and pct(0.00002) == "< 0.1 %"
     assert pct(0.2439) == "24.4 %" and pct(1.0) == "100.0 %" and pct(0.0) == "0.0 %" and pct(None) == ""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_hostile_or_broken_upload_is_a_clean_4xx_and_stores_nothing(
+    kind, clinician_client, case, active_model, private_files, settings
+):
+    make_files, code, words, overrides = BAD_INPUTS[kind]
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    before = private_files()
+    files = [ContentFile(data, name=name) for name, data in make_files()]
+    response = clinician_client.post(reverse("cases:upload", args=[case.pk]), {"files": files})
+    assert response.status_code == page_status(code)
+    assert 400 <= response.status_code < 500
+    assert words in body(response) and 'class="alert alert--error"' in body(response)
+    assert Scan.objects.count() == 0 and Slice.objects.count() == 0 and Prediction.objects.count() == 0
+    assert not AuditEvent.objects.filter(action=AuditAction.SCAN_UPLOAD).exists()
+    assert private_files() == before
+
+
+@pytest.mark.django_db
+def test_zip_upload_reports_the_files_it_skipped(clinician_client, case, active_model):
+    archive = zip_bytes({**series(2), "series/LICENSE": b"MIT License\n", "series/meta.json": b"{}"})
+    response = clinician_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(archive, name="series.zip")}, follow=True
+    )
+    assert response.status_code == 200
+    scan = Scan.objects.get()
+    assert scan.slice_count == 2 and scan.details["skipped_files"] == ["LICENSE", "meta.json"]
+    assert "Skipped 2 file(s) of the ZIP that are not DICOM or PNG/JPEG images: LICENSE, meta.json." in body(response)

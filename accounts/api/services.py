@@ -6,11 +6,12 @@ Admins manage any user's token in the Django admin (``Auth Token > Tokens``); th
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
-from accounts.models import User
+from accounts.models import AuditAction, User
 from accounts.services import record_audit_event
 
 TOKEN_CREATE = "auth.token_create"
@@ -44,6 +45,28 @@ def api_token_get_or_create(*, user: User, request: HttpRequest | None = None) -
     if created:
         record_audit_event(action=TOKEN_CREATE, actor=user, target=user, request=request)
     return token, created
+
+
+@transaction.atomic
+def api_token_sign_in(*, username: str, password: str, request: HttpRequest | None = None) -> Token | None:
+    """Exchange a username (or email) and password for the user's token (``POST /api/v1/auth/token/``).
+
+    None when the credentials are wrong (Django's ``user_login_failed`` signal audits that attempt). A successful
+    exchange is a sign-in with a password and is audited as one (``via: api_token``), whether or not the token
+    already existed. Raises TokenRefused when the account may not hold a token.
+    """
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        return None
+    token, created = api_token_get_or_create(user=user, request=request)
+    record_audit_event(
+        action=AuditAction.SIGN_IN,
+        actor=user,
+        target=user,
+        request=request,
+        details={"via": "api_token", "token_created": created},
+    )
+    return token
 
 
 @transaction.atomic

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -13,9 +12,9 @@ from accounts.api.serializers import MeSerializer, TokenRequestSerializer, Token
 from accounts.api.services import (
     TokenRefused,
     api_token_get,
-    api_token_get_or_create,
     api_token_revoke,
     api_token_rotate,
+    api_token_sign_in,
 )
 from hemoplatform.api_support import TokenIssueThrottle, error_responses
 
@@ -49,19 +48,18 @@ class TokenView(APIView):
     def post(self, request):
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = authenticate(
-            request._request,
-            username=serializer.validated_data["username"],
-            password=serializer.validated_data["password"],
-        )
-        if user is None:
+        try:
+            token = api_token_sign_in(
+                username=serializer.validated_data["username"],
+                password=serializer.validated_data["password"],
+                request=request._request,
+            )
+        except TokenRefused as exc:
+            raise exceptions.ValidationError({"non_field_errors": [str(exc)]}, code="token_refused") from exc
+        if token is None:
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to sign in with these credentials."]}, code="authentication_failed"
             )
-        try:
-            token, _ = api_token_get_or_create(user=user, request=request)
-        except TokenRefused as exc:
-            raise exceptions.ValidationError({"non_field_errors": [str(exc)]}, code="token_refused") from exc
         return Response({"token": token.key})
 
     @extend_schema(

@@ -150,8 +150,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [p for p in [BASE_DIR / "static"] if p.is_dir()]
-# Clinical files are private: MEDIA_URL is deliberately unset in urls, and the "private" storage has no base URL;
-# files reach users only through views that check permission (scans.views, inference.views).
+# Clinical files are private: no URL pattern serves MEDIA_URL (storages fall back to it for .url(), which therefore
+# points nowhere); files reach users only through views that check permission (scans.views, inference.views).
 MEDIA_ROOT = Path(env("HEMO_MEDIA_ROOT", default=str(HEMO_VAR_DIR / "media"))).resolve()
 MEDIA_URL = "/media-not-served/"
 STORAGES = {
@@ -251,7 +251,7 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "HemoPlatform API",
     "DESCRIPTION": "Intracranial hemorrhage detection on head CT. Research use only; not a diagnostic device. "
-                   "Errors are JSON: {\"detail\": message, \"code\": reason, \"errors\": {field: [messages]}}.",
+    'Errors are JSON: {"detail": message, "code": reason, "errors": {field: [messages]}}.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -128,6 +128,10 @@ class ScanSerializer(serializers.ModelSerializer):
     """A scan and its prediction: the one just requested after an upload, else the latest."""
 
     uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    skipped_files = serializers.SerializerMethodField(
+        help_text="Files of an uploaded ZIP that are neither DICOM nor PNG/JPEG (a LICENSE, a README, ...) and were "
+        "left out of the scan."
+    )
     prediction = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -144,10 +148,15 @@ class ScanSerializer(serializers.ModelSerializer):
             "status",
             "uploaded_by",
             "original_filenames",
+            "skipped_files",
             "created",
             "prediction",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_skipped_files(self, scan: Scan) -> list[str]:
+        return list((scan.details or {}).get("skipped_files") or [])
 
     @extend_schema_field(PredictionSummarySerializer(allow_null=True))
     def get_prediction(self, scan: Scan) -> dict | None:

@@ -14,8 +14,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from accounts.models import AuditAction
-from accounts.services import record_audit_event
 from hemoplatform.api_support import (
     UUID_PATTERN,
     ListFiltersOnlyMixin,
@@ -36,8 +34,8 @@ from scans.api.serializers import (
     ScanUploadSerializer,
 )
 from scans.models import Case, Scan
-from scans.selectors import case_list_visible, scan_list_visible
-from scans.services import IngestError, case_create, case_record_view, case_update
+from scans.selectors import case_get_visible, case_list_visible, scan_list_visible
+from scans.services import IngestError, case_create, case_record_view, case_update, slice_record_download
 
 _PREDICTIONS = Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
 
@@ -73,16 +71,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def _case(self) -> Case:
         # The case named in the URL, without the list filters: 404 unless visible, then the role check (403).
-        try:
-            case = case_list_visible(user=self.request.user).get(pk=self.kwargs["pk"])
-        except (Case.DoesNotExist, ValueError, TypeError) as exc:
-            raise Http404 from exc
-        except Exception as exc:  # a malformed UUID raises django's ValidationError
-            from django.core.exceptions import ValidationError
-
-            if isinstance(exc, ValidationError):
-                raise Http404 from exc
-            raise
+        case = case_get_visible(user=self.request.user, case_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, case)
         return case
 
@@ -242,21 +231,15 @@ class ScanViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
     )
     def slice_file(self, request, pk=None, index=None):
         scan, slice_ = self._slice(index)
-        with transaction.atomic():
-            record_audit_event(
-                action=AuditAction.FILE_DOWNLOAD,
-                actor=request.user,
-                target=slice_,
-                organization=scan.case.organization,
-                request=request,
-                details={"scan": str(scan.pk), "index": slice_.index, "via": "api"},
-            )
         extension = {"application/dicom": "dcm", "image/png": "png", "image/jpeg": "jpg"}.get(
             slice_.content_type, "bin"
         )
-        return private_file_response(
+        # Opened first: a missing file is a 404 and no download to audit.
+        response = private_file_response(
             slice_.file,
             content_type=slice_.content_type,
             as_attachment=True,
             filename=f"scan-{scan.pk}-{slice_.index:04d}.{extension}",
         )
+        slice_record_download(slice_=slice_, user=request.user, via="api", request=request)
+        return response

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from inference.models import Prediction
 from scans.models import Scan, Slice
 from tests.api.conftest import make_png
+from tests.bad_uploads import BAD_INPUTS, series
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -158,3 +159,31 @@ def test_rerun_with_another_model_version_creates_a_prediction(
     assert Prediction.objects.count() == 2
     models = client.get("/api/v1/models/").json()
     assert [m["is_active"] for m in models["results"]] == [True, False]
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_hostile_or_broken_upload_is_a_400_with_its_code_and_stores_nothing(
+    kind, case, clinician, client_for, active_model, private_files, settings
+):
+    make_files, code, words, overrides = BAD_INPUTS[kind]
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    before = private_files()
+    files = [SimpleUploadedFile(name, content) for name, content in make_files()]
+    response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/", {"files": files}, format="multipart")
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == code and words in body["detail"], body
+    assert not Scan.objects.exists() and not Slice.objects.exists() and not Prediction.objects.exists()
+    assert private_files() == before
+
+
+def test_zip_upload_lists_the_files_it_skipped(case, clinician, client_for, active_model):
+    archive = _zip({**series(3), "series/LICENSE": b"MIT License\n"})
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.zip", archive)]}, format="multipart"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["slice_count"] == 3 and response.json()["skipped_files"] == ["LICENSE"]
+    detail = client_for(clinician).get(response.json()["url"]).json()
+    assert detail["skipped_files"] == ["LICENSE"] and detail["details"]["skipped_files"] == ["LICENSE"]

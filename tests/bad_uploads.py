@@ -1,0 +1,191 @@
+"""Synthetic hostile or broken uploads, shared by the page and API upload tests (no public data needed).
+
+``BAD_INPUTS`` maps a case id to ``(files, code, words, settings)``: ``files()`` gives ``[(name, bytes)]`` to upload,
+``code`` is the IngestError code (also the API's ``code``), ``words`` a part of the message the user sees, and
+``settings`` overrides needed to provoke the case. ``page_status(code)`` is what the upload page answers.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, JPEGLSLossless, generate_uid
+
+SERIES_UID = generate_uid()
+
+
+def ct_dicom(*, pixels: bool = True, instance: int = 1, series_uid: str = SERIES_UID, size: int = 16) -> bytes:
+    """A small valid CT slice (signed 16-bit HU from air to bone) of ``series_uid``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(f"ct{instance}.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [0, 0, float(instance)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    if pixels:
+        ds.PixelData = np.linspace(-1000, 1000, size * size).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def compressed_dicom() -> bytes:
+    """A CT slice whose pixel data is compressed with a transfer syntax no installed decoder handles (JPEG-LS or
+    lossless JPEG without pylibjpeg/GDCM): pydicom reads the header, decoding the pixels is impossible."""
+    import pytest
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+
+    undecodable = [uid for uid in (JPEGLSLossless, JPEGLosslessSV1) if not get_decoder(uid).is_available]
+    if not undecodable:
+        pytest.skip("every candidate transfer syntax can be decoded here (pylibjpeg or GDCM is installed)")
+    ds = pydicom.dcmread(io.BytesIO(ct_dicom()))
+    ds.file_meta.TransferSyntaxUID = undecodable[0]
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\x00" * 64 + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (10 gigapixels by default)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def truncated_jpeg() -> bytes:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    return data[: len(data) // 2]
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def zip_with_nul_in_a_name() -> bytes:
+    """zipfile cannot write a NUL into a name, so write a placeholder of the same length and patch the bytes (in the
+    local header and the central directory; the CRC covers the data only)."""
+    data = zip_bytes({"slice.dcm#.png": ct_dicom()})
+    assert data.count(b"slice.dcm#.png") == 2
+    return data.replace(b"slice.dcm#.png", b"slice.dcm\x00.png")
+
+
+def empty_zip() -> bytes:
+    """A valid archive with no entry at all (just the end-of-central-directory record)."""
+    return zip_bytes({})
+
+
+def series(count: int) -> dict[str, bytes]:
+    return {f"series/{i:03d}.dcm": ct_dicom(instance=i) for i in range(1, count + 1)}
+
+
+BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dict]] = {
+    "png-decompression-bomb": (lambda: [("bomb.png", png_bomb())], "too_large", "is too large", {}),
+    "png-over-max-image-pixels": (
+        lambda: [("big.png", png_bomb(5000, 5000))],
+        "too_large",
+        "is too large",
+        {"HEMO_MAX_IMAGE_PIXELS": 1_000_000},
+    ),
+    "truncated-jpeg": (lambda: [("slice.jpg", truncated_jpeg())], "corrupt_image", "damaged or incomplete", {}),
+    "dicom-without-pixels": (lambda: [("ct.dcm", ct_dicom(pixels=False))], "no_pixels", "without an image", {}),
+    "dicom-undecodable-compression": (
+        lambda: [("ct.dcm", compressed_dicom())],
+        "unsupported_compression",
+        "cannot decode",
+        {},
+    ),
+    "dicom-corrupt-in-zip": (
+        lambda: [("series.zip", zip_bytes({**series(2), "series/bad.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 40}))],
+        "corrupt_dicom",
+        "cannot be read",
+        {},
+    ),
+    "zip-nul-in-name": (lambda: [("series.zip", zip_with_nul_in_a_name())], "zip_unsafe_path", "unsafe path", {}),
+    "zip-backslash-traversal": (
+        lambda: [("series.zip", zip_bytes({"..\\..\\evil.dcm": ct_dicom()}))],
+        "zip_unsafe_path",
+        "unsafe path",
+        {},
+    ),
+    "zip-backslash-drive": (
+        lambda: [("series.zip", zip_bytes({"C:\\Windows\\evil.dcm": ct_dicom()}))],
+        "zip_unsafe_path",
+        "unsafe path",
+        {},
+    ),
+    "zip-damaged": (lambda: [("series.zip", b"PK\x03\x04" + b"\x00" * 60)], "bad_zip", "not a readable ZIP", {}),
+    "zip-without-entries": (lambda: [("series.zip", empty_zip())], "empty", "contains no files", {}),
+    "zip-zero-bytes": (lambda: [("series.zip", b"")], "empty", "is empty", {}),
+    "zip-only-non-images": (
+        lambda: [("series.zip", zip_bytes({"LICENSE": b"MIT License\n", "meta.json": b"{}"}))],
+        "no_images",
+        "contains no DICOM file",
+        {},
+    ),
+    "files-over-max-slices": (
+        lambda: list(series(4).items()),
+        "too_many_slices",
+        "at most 3 are accepted",
+        {"HEMO_MAX_SLICES": 3},
+    ),
+    "zip-over-max-members": (
+        lambda: [("series.zip", zip_bytes(series(4)))],
+        "zip_too_many",
+        "at most 3 are accepted",
+        {"HEMO_ZIP_MAX_MEMBERS": 3},
+    ),
+    "zip-over-max-slices": (
+        lambda: [("series.zip", zip_bytes(series(4)))],
+        "too_many_slices",
+        "at most 3 are accepted",
+        {"HEMO_MAX_SLICES": 3},
+    ),
+}
+
+
+def page_status(code: str) -> int:
+    """The upload page's status for an IngestError code (the API answers 400 for all of them)."""
+    from scans.pages import upload_error_status
+    from scans.services import IngestError
+
+    return upload_error_status(IngestError("x", code=code))
