@@ -7,6 +7,7 @@ before fork, and web processes must not pay for importing torch.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from django.conf import settings
 
 from inference.models import ModelVersion
+
+logger = logging.getLogger(__name__)
 
 MAX_CACHED_MODELS = 2  # a worker switching between versions keeps two, not every version it ever saw
 
@@ -43,10 +46,12 @@ def get_predictor(model_version: ModelVersion) -> Any:
             return predictor
         weights = model_version.directory / "model.pt"
         if not weights.is_file():
-            raise ModelArtifactError(f"Model weights not found at {weights}.")
+            logger.error("Weights of model version %s not found at %s", model_version, weights)
+            raise ModelArtifactError(f"The weights of model version {model_version} are missing on this worker.")
         # A prediction must be produced by exactly the weights it names.
         if file_sha256(weights) != model_version.sha256:
-            raise ModelArtifactError(f"The weights at {weights} do not match model version {model_version}.")
+            logger.error("Weights at %s do not match the sha256 of model version %s", weights, model_version)
+            raise ModelArtifactError(f"The weights on this worker do not match model version {model_version}.")
         from ml.predict import Predictor  # imports torch
 
         predictor = Predictor(model_version.directory, device=settings.HEMO_INFERENCE_DEVICE)

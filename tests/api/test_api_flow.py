@@ -116,6 +116,7 @@ def test_flow_reports_a_failed_prediction_with_its_error(transactional_db, celer
     result = _poll(client, uploaded.json()["prediction"]["url"])
     assert result["status"] == "failed"
     assert "do not match model version" in result["error"]
+    assert str(fake_model_dir) not in result["error"]  # server paths stay in the worker's log
     assert result["probability"] is None and result["heatmaps"] == []
 
 
