@@ -96,7 +96,10 @@ def slice_position(ds: Dataset) -> float | None:
 
 
 def window_dicom(ds: Dataset, hu: np.ndarray | None = None) -> np.ndarray:
-    """The brain-windowed uint8 image of a CT slice, as the model sees it before resizing."""
+    """The brain-windowed (40/80) uint8 image of a CT slice, for thumbnails and previews shown to people.
+
+    The model reads DICOM through ``load_slice`` in its own training window (``ml.preprocess.MODEL_WINDOW``).
+    """
     from ml import preprocess
 
     if hu is None:

@@ -67,10 +67,10 @@ class Predictor:
         """One scan from files/streams, in the order given (sort DICOM series with ml.dicom first)."""
         start = time.perf_counter()
         slices = [preprocess.load_slice(s) for s in sources]
+        decode_time = time.perf_counter() - start
         result = self.predict_slices(slices, heatmaps=heatmaps)
-        result.timings["load"] = result.timings.get("load", 0.0) + (
-            time.perf_counter() - start - result.timings["inference"] - result.timings["heatmap"]
-        )
+        # predict_slices timed the crop/resize/normalise as "load"; add the decoding done here.
+        result.timings["load"] = result.timings.get("load", 0.0) + decode_time
         return result
 
     def predict_slices(self, slices: Sequence[np.ndarray], *, heatmaps: bool = True) -> ScanResult:
