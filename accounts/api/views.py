@@ -19,6 +19,13 @@ from accounts.api.services import (
 from hemoplatform.api_support import TokenIssueThrottle, error_responses
 
 
+def _revoke_own_token(request) -> Response:
+    """DELETE /auth/token/ and DELETE /me/token/ are the same act, reachable from both places integrators look."""
+    if not api_token_revoke(user=request.user, request=request):
+        raise exceptions.NotFound("You have no API token.")
+    return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class TokenView(APIView):
     """``POST`` exchanges a username (or email) and password for the user's token; ``DELETE`` revokes the token
     of whoever is signed in (with that token or a session)."""
@@ -70,9 +77,7 @@ class TokenView(APIView):
         summary="Revoke your API token",
     )
     def delete(self, request):
-        if not api_token_revoke(user=request.user, request=request):
-            raise exceptions.NotFound("You have no API token.")
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return _revoke_own_token(request)
 
 
 class MeView(APIView):
@@ -128,6 +133,4 @@ class MeTokenView(APIView):
         summary="Revoke your API token",
     )
     def delete(self, request):
-        if not api_token_revoke(user=request.user, request=request):
-            raise exceptions.NotFound("You have no API token.")
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        return _revoke_own_token(request)
