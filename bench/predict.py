@@ -53,12 +53,15 @@ def bench(device: torch.device, checkpoint: Path | None) -> dict:
         model(torch.zeros(1, 30, 1, size, size, device=device))
     flops_series = counter.get_total_flops()
 
+    from ml.train import forward_tta
+
     def run(n):
         x = torch.randn(1, n, 1, size, size, device=device)
+        lengths = torch.tensor([n])
 
         def f():
             with torch.inference_mode():
-                model(x)
+                forward_tta(model, x, lengths, predictor.tta)  # as the Predictor runs it (flip TTA per the card)
 
         return f
 
@@ -82,6 +85,7 @@ def bench(device: torch.device, checkpoint: Path | None) -> dict:
         "threads": torch.get_num_threads(),
         "model_version": predictor.version,
         "input_size": size,
+        "tta": predictor.tta,
         "parameters": count_parameters(model),
         "gflops_per_slice": flops_slice / 1e9,
         "gflops_30_slice_series": flops_series / 1e9,

@@ -92,6 +92,14 @@ def run_cv(
     size: int = preprocess.DEFAULT_SIZE,
     seed: int = SEED,
     freeze_blocks: int = 3,
+    schedule: str = "constant",
+    smooth: int = 1,
+    patience: int = 4,
+    tta: str = "none",
+    tag: str = "",
+    encoder: str = "lite0",
+    data_dir: Path | None = None,
+    save: bool = True,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -99,18 +107,20 @@ def run_cv(
     from ml.train import choose_pooling_and_threshold, fit, score_items
 
     torch.set_num_threads(2)
-    scans, items = _items(dataset, size)
+    scans, items = _items(dataset, size, data_dir)
     labels = {s.scan_id: s.label for s in scans}
     config = {
-        "encoder": "lite0",
+        "encoder": encoder,
         "recurrent": variant == "lstmgru",
         "in_channels": 1,
         "embed": 256,
         "hidden": 128,
         "dropout": 0.3,
-        "pretrained": True,
+        "pretrained": encoder == "lite0",
     }
-    per_fold, pooled = [], {}
+    if encoder != "lite0":
+        freeze_blocks = 0
+    per_fold, pooled, pooled_other = [], {}, []
     started = time.time()
     for k, (train_ids, test_ids) in enumerate(mldata.kfold_ids(scans, k=folds, seed=seed)):
         tr, va = _inner_split(train_ids, labels, seed + k)
@@ -125,11 +135,15 @@ def run_cv(
             max_minutes=max_minutes,
             progress=False,
             freeze_blocks=freeze_blocks,
+            schedule=schedule,
+            smooth=smooth,
+            patience=patience,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
-        val = score_items(model, [items[i] for i in va], torch.device("cpu"))
+        val = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=tta)
         pool, threshold, slice_threshold = choose_pooling_and_threshold(val)
-        test = score_items(model, [items[i] for i in test_ids], torch.device("cpu"))
+        test = score_items(model, [items[i] for i in test_ids], torch.device("cpu"), tta=tta)
+        val_rows = list(val.values())
         rows = list(test.values())
         fold = {
             "fold": k,
@@ -140,7 +154,23 @@ def run_cv(
             "best_epoch": best_epoch,
             "minutes": (time.time() - t0) / 60,
             "scan": _scan_summary(rows, pool, threshold),
+            "validation_scan_auc": metrics.auc([r["label"] for r in val_rows], [r["scan"][pool] for r in val_rows]),
         }
+        # The other test-time augmentation on the same weights, for the TTA comparison (pooling/threshold from
+        # its own validation scores).
+        other = "hflip" if tta == "none" else "none"
+        val_o = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=other)
+        pool_o, thr_o, sthr_o = choose_pooling_and_threshold(val_o)
+        test_o = list(score_items(model, [items[i] for i in test_ids], torch.device("cpu"), tta=other).values())
+        fold[f"tta_{other}"] = {
+            "validation_scan_auc": metrics.auc(
+                [r["label"] for r in val_o.values()], [r["scan"][pool_o] for r in val_o.values()]
+            ),
+            "scan": _scan_summary(test_o, pool_o, thr_o),
+            "slice_auc": (_slice_summary(test_o, sthr_o if sthr_o is not None else thr_o) or {}).get("auc"),
+        }
+        for r in test_o:
+            pooled_other.append((r["label"], r["scan"][pool_o], r["slice_p"], r["slice_labels"]))
         s = _slice_summary(rows, slice_threshold if slice_threshold is not None else threshold)
         if s:
             fold["slice"] = s
@@ -173,6 +203,11 @@ def run_cv(
         "max_epochs": epochs,
         "max_minutes_per_fold": max_minutes,
         "freeze_blocks": freeze_blocks,
+        "encoder": encoder,
+        "schedule": schedule,
+        "smooth": smooth,
+        "patience": patience,
+        "tta": tta,
         "total_minutes": (time.time() - started) / 60,
         "per_fold": per_fold,
     }
@@ -192,8 +227,33 @@ def run_cv(
     result["pooled_sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(
         y, [v["p"] for v in pooled.values()], 0.90
     )
-    _save(f"cv_{dataset}_{variant}", result)
+    result[f"tta_{other}"] = _other_tta_summary(per_fold, pooled_other, other)
+    if save:
+        _save(f"cv_{dataset}_{variant}{tag}", result)
     return result
+
+
+def _other_tta_summary(per_fold: list[dict], pooled: list[tuple], other: str) -> dict:
+    """Fold means and pooled AUCs of the same CV weights scored with the other test-time augmentation."""
+    rows = [f[f"tta_{other}"] for f in per_fold]
+    out = {
+        "validation_scan_auc": metrics.summary([r["validation_scan_auc"] for r in rows]),
+        "scan_summary": {
+            k: metrics.summary([r["scan"][k] for r in rows]) for k in ("auc", "accuracy", "sensitivity", "specificity")
+        },
+        "pooled_scan_auc": metrics.auc([p[0] for p in pooled], [p[1] for p in pooled]),
+        "pooled_sensitivity_at_specificity_0.90": metrics.sensitivity_at_specificity(
+            [p[0] for p in pooled], [p[1] for p in pooled], 0.90
+        ),
+    }
+    slice_aucs = [r["slice_auc"] for r in rows if r["slice_auc"] is not None]
+    if slice_aucs:
+        out["slice_auc"] = metrics.summary(slice_aucs)
+        multi = [p for p in pooled if p[3] is not None and len(p[3]) > 1]
+        out["pooled_slice_auc"] = metrics.auc(
+            np.concatenate([p[3] for p in multi]), np.concatenate([p[2] for p in multi])
+        )
+    return out
 
 
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
@@ -369,6 +429,12 @@ def main(argv=None) -> int:
     cv.add_argument("--variant", choices=["lstmgru", "cnn"], default="lstmgru")
     cv.add_argument("--epochs", type=int, default=12)
     cv.add_argument("--max-minutes", type=float, default=None, help="per fold")
+    cv.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    cv.add_argument("--smooth", type=int, default=1)
+    cv.add_argument("--patience", type=int, default=4)
+    cv.add_argument("--tta", choices=["none", "hflip"], default="none")
+    cv.add_argument("--tag", default="", help="suffix of the results file name")
+    cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -380,7 +446,19 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     if args.cmd == "cv":
-        run_cv(args.dataset, args.folds, variant=args.variant, epochs=args.epochs, max_minutes=args.max_minutes)
+        run_cv(
+            args.dataset,
+            args.folds,
+            variant=args.variant,
+            epochs=args.epochs,
+            max_minutes=args.max_minutes,
+            schedule=args.schedule,
+            smooth=args.smooth,
+            patience=args.patience,
+            tta=args.tta,
+            tag=args.tag,
+            encoder=args.encoder,
+        )
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -49,7 +49,7 @@ def evaluate(
     transform = preprocess.mask_outside_head if mask_letters else None
     arrays = mldata.load_slices(scans, size=int(card["input"]["size"]), transform=transform)
     items = make_items(scans, arrays)
-    scores = score_items(model, items, dev)
+    scores = score_items(model, items, dev, tta=card.get("tta", "none"))
     pooling = card.get("scan_pooling", "mean")
     summary = summarise(
         scores, pooling=pooling, threshold=float(card["threshold"]), slice_threshold=card.get("slice_threshold")

@@ -62,6 +62,8 @@ class Predictor:
         self.threshold: float = float(self.metadata["threshold"])
         self.pooling: str = self.metadata.get("scan_pooling", "mean")
         self.size: int = int(self.metadata["input"]["size"])
+        # Test-time augmentation the card was validated with ("hflip": logits averaged with the mirrored slices).
+        self.tta: str = self.metadata.get("tta", "none")
 
     def predict_sources(self, sources: Sequence[str | Path | BinaryIO], *, heatmaps: bool = True) -> ScanResult:
         """One scan from files/streams, in the order given (sort DICOM series with ml.dicom first)."""
@@ -78,6 +80,7 @@ class Predictor:
         import torch
 
         from ml.model import scan_probability
+        from ml.train import forward_tta
 
         if not len(slices):
             raise ValueError("a scan needs at least one slice")
@@ -88,7 +91,7 @@ class Predictor:
         load_time = time.perf_counter() - start
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model(x, lengths)
+            out = forward_tta(self.model, x, lengths, self.tta)
             slice_p = torch.softmax(out["slice_logits"].float(), -1)[0, :, 1].cpu().numpy()
             prob = float(scan_probability(out, self.pooling)[0])
         inference_time = time.perf_counter() - start
@@ -106,7 +109,8 @@ class Predictor:
         )
 
     def _gradcam(self, x, lengths) -> list[np.ndarray]:
-        """Grad-CAM on the last conv feature map for each slice's hemorrhage logit. Gradients are enabled only
+        """Grad-CAM on the last conv feature map for each slice's hemorrhage logit (of the unmirrored view, also
+        under flip test-time augmentation, so the map lines up with the image shown). Gradients are enabled only
         for this pass and only from the feature map onwards (the encoder runs without autograd)."""
         import torch
         import torch.nn.functional as F

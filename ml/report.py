@@ -40,6 +40,77 @@ def _row_from_card(name, m):
     )
 
 
+def _cv_runs(dataset: str) -> list[dict]:
+    """Every saved neural CV run of a dataset (bench/results/cv_<dataset>_*.json), oldest recipe first."""
+    runs = []
+    for path in sorted(RESULTS_DIR.glob(f"cv_{dataset}_*.json")):
+        cv = json.loads(path.read_text())
+        cv["_name"] = path.stem
+        runs.append(cv)
+    return sorted(runs, key=lambda r: (r.get("schedule", "constant") != "constant", r["_name"]))
+
+
+def _recipe(cv: dict, tta: str) -> str:
+    parts = [
+        "LSTM-GRU" if cv["variant"] == "lstmgru" else "CNN only",
+        "small CNN" if cv.get("encoder", "lite0") == "small" else "Lite0",
+        f"{cv.get('schedule', 'constant')} LR",
+    ]
+    if cv.get("smooth", 1) > 1:
+        parts.append(f"{cv['smooth']}-epoch mean selection")
+    if tta == "hflip":
+        parts.append("flip TTA")
+    return ", ".join(parts)
+
+
+def _cv_rows(cv: dict, dataset: str) -> list[str]:
+    """One table row per test-time augmentation stored in a CV run."""
+    minutes = sum(f["minutes"] for f in cv["per_fold"]) / len(cv["per_fold"])
+    main_tta = cv.get("tta", "none")
+    variants = [(main_tta, cv)]
+    for other in ("none", "hflip"):
+        if other != main_tta and cv.get(f"tta_{other}"):
+            variants.append((other, cv[f"tta_{other}"]))
+    rows = []
+    for tta, r in variants:
+        s = r.get("scan_summary", {})
+        sl = r.get("slice_summary", {}).get("auc") or r.get("slice_auc")
+        rows.append(
+            f"| {_recipe(cv, tta)} | {dataset} | {cv['folds']} | {_ms(s.get('auc'))} | "
+            f"{_ms(s.get('accuracy'), pct=True)} | "
+            f"{_ms(s.get('sensitivity'), pct=True)} / {_ms(s.get('specificity'), pct=True)} | "
+            f"{_ms(sl)} | {_f(r.get('pooled_scan_auc'))} | {_f(r.get('pooled_slice_auc'))} | "
+            f"{_f(r.get('pooled_sensitivity_at_specificity_0.90'), pct=True)} | {cv['max_epochs']}, {minutes:.1f} |"
+        )
+    return rows
+
+
+def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
+    """The CV run that matches the shipped model's recipe (LSTM-GRU, its schedule and encoder), scored with the
+    card's test-time augmentation; None when no such run is saved."""
+    card = card or {}
+    schedule = card.get("training", {}).get("schedule", "constant")
+    encoder = card.get("architecture", {}).get("encoder", "lite0")
+    tta = card.get("tta", "none")
+    for cv in reversed(_cv_runs(dataset)):
+        if (
+            cv["variant"] == "lstmgru"
+            and cv.get("schedule", "constant") == schedule
+            and cv.get("encoder", "lite0") == encoder
+        ):
+            if cv.get("tta", "none") == tta:
+                return cv
+            other = cv.get(f"tta_{tta}")
+            if other:
+                return {
+                    **other,
+                    "slice_summary": {"auc": other.get("slice_auc")},
+                    "folds": cv["folds"],
+                    "_name": cv["_name"],
+                }
+    return None
+
+
 def _window():
     from ml.preprocess import MODEL_WINDOW
 
@@ -107,21 +178,8 @@ def write_report(path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset in ("head_ct", "ct_ich"):
-        for variant in ("lstmgru", "cnn"):
-            cv = _load(f"cv_{dataset}_{variant}")
-            if not cv:
-                continue
-            s, sl = cv.get("scan_summary", {}), cv.get("slice_summary", {})
-            minutes = sum(f["minutes"] for f in cv["per_fold"]) / len(cv["per_fold"])
-            lines.append(
-                f"| {'LSTM-GRU' if variant == 'lstmgru' else 'CNN only'} | {dataset} | {cv['folds']} | "
-                f"{_ms(s.get('auc'))} | {_ms(s.get('accuracy'), pct=True)} | "
-                f"{_ms(s.get('sensitivity'), pct=True)} / {_ms(s.get('specificity'), pct=True)} | "
-                f"{_ms(sl.get('auc'))} | {_f(cv.get('pooled_scan_auc'))} | "
-                f"{_f(cv.get('pooled_slice_auc'))} | "
-                f"{_f(cv.get('pooled_sensitivity_at_specificity_0.90'), pct=True)} | "
-                f"{cv['max_epochs']}, {minutes:.1f} |"
-            )
+        for cv in _cv_runs(dataset):
+            lines += _cv_rows(cv, dataset)
         if cls and dataset in cls["cv"]:
             for name, r in cls["cv"][dataset].items():
                 lines.append(
@@ -210,7 +268,7 @@ def _targets(card) -> list[str]:
     lines = ["## Targets", "", "| target | measured | goal | status |", "|---|---|---|---|"]
     test = (card or {}).get("metrics", {}).get("test", {})
     h, c = test.get("head_ct", {}), test.get("ct_ich", {})
-    cvh, cvc = _load("cv_head_ct_lstmgru"), _load("cv_ct_ich_lstmgru")
+    cvh, cvc = shipped_recipe_cv("head_ct", card), shipped_recipe_cv("ct_ich", card)
 
     def mean(cv, level, key):
         try:

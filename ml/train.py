@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import random
 import shlex
 import shutil
@@ -128,19 +129,33 @@ def batch_loss(model, batch, device, *, pos_weight: float, generator) -> tuple[t
     return loss_slice + loss_scan, correct, int(valid.sum())
 
 
+def forward_tta(model, x: torch.Tensor, lengths: torch.Tensor, tta: str = "none") -> dict:
+    """Forward pass; with tta="hflip" the logits are averaged with those of the left-right mirrored slices (the
+    head is roughly symmetric and training already flips, so the mirror is an equally valid view)."""
+    out = model(x, lengths)
+    if tta == "none":
+        return out
+    if tta != "hflip":
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    flipped = model(torch.flip(x, dims=[-1]), lengths)
+    return {
+        "slice_logits": (out["slice_logits"] + flipped["slice_logits"]) / 2,
+        "scan_logits": (out["scan_logits"] + flipped["scan_logits"]) / 2,
+        "mask": out["mask"],
+    }
+
+
 @torch.inference_mode()
-def score_items(model, items: list[Item], device, *, max_slices: int = 64) -> dict[str, dict]:
+def score_items(model, items: list[Item], device, *, tta: str = "none") -> dict[str, dict]:
     """Per scan: slice probabilities and the scan probability under every pooling, plus eval losses."""
     model.eval()
     results = {}
     for it in items:
         x, lengths = to_tensor([it.slices], device)
-        chunks = []
-        out = model(x, lengths)
+        out = forward_tta(model, x, lengths, tta)
         slice_p = torch.softmax(out["slice_logits"].float(), -1)[0, :, 1].cpu().numpy()
         scan = {pool: float(scan_probability(out, pool)[0]) for pool in POOLINGS}
         loss = float(F.cross_entropy(out["scan_logits"], torch.tensor([it.label], device=device)))
-        chunks.append(loss)
         results[it.key] = {
             "dataset": it.dataset,
             "label": it.label,
@@ -199,6 +214,18 @@ def validation_score(scores: dict[str, dict]) -> float:
     return (float(np.mean(aucs)) if aucs else 0.0) - 0.01 * loss
 
 
+def choose_tta(model, val_items: list[Item], device, requested: str) -> tuple[str, dict[str, dict]]:
+    """The test-time augmentation to ship and its validation scores: `requested`, or for "auto" the one with the
+    higher validation score (plain forward pass on a tie)."""
+    if requested != "auto":
+        return requested, score_items(model, val_items, device, tta=requested)
+    plain = score_items(model, val_items, device, tta="none")
+    flipped = score_items(model, val_items, device, tta="hflip")
+    if validation_score(flipped) > validation_score(plain) + 1e-4:
+        return "hflip", flipped
+    return "none", plain
+
+
 def choose_pooling_and_threshold(scores: dict[str, dict]) -> tuple[str, float, float | None]:
     """On validation: the scan pooling with the best mean per-dataset AUC, then the Youden threshold on the pooled
     validation scans; a separate Youden threshold for slices."""
@@ -240,8 +267,14 @@ def fit(
     progress: bool = True,
     log=print,
     freeze_blocks: int = 0,
+    schedule: str = "constant",
+    smooth: int = 1,
 ) -> tuple[HemoNet, list[dict], int]:
-    """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch)."""
+    """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch).
+
+    schedule="cosine" anneals the learning rate from `lr` to 2 % of it over `epochs` (after one warm-up epoch at a
+    third); smooth=k keeps the weights of the epoch whose trailing k-epoch mean validation score is best, so one
+    lucky epoch on a tiny validation set does not pick the checkpoint."""
     from tqdm import tqdm
 
     set_seed(seed)
@@ -262,7 +295,12 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     history, best_state, best_score, best_epoch, stale = [], None, -1e9, 0, 0
     started = time.time()
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    scores: list[float] = []
     for epoch in range(1, epochs + 1):
+        factor = lr_factor(schedule, epoch, epochs)
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * factor
         model.train()
         for module in frozen:
             module.eval()  # frozen pretrained layers keep their ImageNet batch-norm statistics
@@ -282,14 +320,17 @@ def fit(
             bar.set_postfix(loss=f"{total_loss / n_batches:.3f}")
         val = score_items(model, val_items, device)
         val_pred = [(v["scan"]["mean"] >= 0.5) == bool(v["label"]) for v in val.values()]
-        score = validation_score(val)
+        scores.append(validation_score(val))
+        score = float(np.mean(scores[-smooth:]))
         row = {
             "epoch": epoch,
             "train_loss": total_loss / max(1, n_batches),
             "train_accuracy": total_correct / max(1, total_n),
             "val_loss": float(np.mean([v["loss"] for v in val.values()])),
             "val_accuracy": float(np.mean(val_pred)),
-            "val_score": score,
+            "val_score": scores[-1],
+            "val_score_smoothed": score,
+            "lr_factor": factor,
             "minutes": (time.time() - started) / 60,
         }
         history.append(row)
@@ -308,6 +349,18 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return model, history, best_epoch
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for a 1-based epoch."""
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    if epoch == 1 and epochs > 2:
+        return 1 / 3
+    progress = (epoch - 1) / max(1, epochs - 1)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def frozen_modules(model: HemoNet, freeze_blocks: int) -> list[torch.nn.Module]:
@@ -405,14 +458,24 @@ def parse_args(argv=None):
         "--data-dir", type=Path, default=None, help="data root (default: HEMO_DATA_DIR or ../shared/data)"
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--size", type=int, default=preprocess.DEFAULT_SIZE)
     parser.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     parser.add_argument("--no-recurrent", action="store_true", help="CNN-only ablation (no LSTM/GRU)")
     parser.add_argument("--no-pretrained", action="store_true", help="encoder from random init")
-    parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument("--patience", type=int, default=8, help="epochs without a better smoothed score")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
+    parser.add_argument(
+        "--smooth", type=int, default=3, help="select the epoch by the trailing mean of this many validation scores"
+    )
+    parser.add_argument(
+        "--tta",
+        choices=["none", "hflip", "auto"],
+        default="auto",
+        help="test-time augmentation stored in the card (auto: whichever scores better on validation)",
+    )
     parser.add_argument(
         "--freeze-blocks",
         type=int,
@@ -475,6 +538,8 @@ def main(argv=None) -> int:
         max_minutes=args.max_minutes,
         progress=not args.no_progress,
         freeze_blocks=0 if args.no_pretrained else args.freeze_blocks,
+        schedule=args.schedule,
+        smooth=args.smooth,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -482,9 +547,9 @@ def main(argv=None) -> int:
     model.load_state_dict(
         {k: (v.half().float() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     )
-    val_scores = score_items(model, val_items, device)
+    tta, val_scores = choose_tta(model, val_items, device, args.tta)
     pooling, threshold, slice_threshold = choose_pooling_and_threshold(val_scores)
-    test_scores = score_items(model, test_items, device)
+    test_scores = score_items(model, test_items, device, tta=tta)
     card = {
         "name": "HemoNet LSTM-GRU" if model_config["recurrent"] else "HemoNet CNN-only",
         "version": f"{MODEL_VERSION_PREFIX if model_config['recurrent'] else 'hemonet-cnn'}-"
@@ -522,6 +587,10 @@ def main(argv=None) -> int:
             "slice_probabilities": "softmax of the per-slice logits",
         },
         "scan_pooling": pooling,
+        "tta": tta,
+        "tta_method": "chosen on validation (validation score with and without flip averaging)"
+        if args.tta == "auto"
+        else "fixed by the command",
         "threshold": threshold,
         "threshold_method": "Youden J on the pooled validation scans (never the test split)",
         "slice_threshold": slice_threshold,
@@ -536,7 +605,9 @@ def main(argv=None) -> int:
             "frozen": f"stem + first {args.freeze_blocks} blocks"
             if args.encoder == "lite0" and not args.no_pretrained
             else "none",
-            "early_stopping": f"patience {args.patience} on validation AUC score",
+            "schedule": args.schedule,
+            "early_stopping": f"patience {args.patience} on the validation AUC score"
+            + (f" (trailing mean over {args.smooth} epochs)" if args.smooth > 1 else ""),
             "history": history,
             "train_minutes": round(train_seconds / 60, 2),
             "preprocess_minutes": round(prep_seconds / 60, 2),

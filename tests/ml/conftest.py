@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from ml import paths
+from ml import paths, preprocess
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,50 @@ def head_phantom_hu(size: int = 256, *, bleed: bool = False, seed: int = 0) -> n
         hu[b] = 70.0
     hu[r < 0.9] += rng.normal(0, 3, size=(r < 0.9).sum()).astype(np.float32)
     return hu
+
+
+# A phantom slice already in the model window, as the released CT-ICH JPGs are.
+def phantom_slice(bleed: bool, seed: int, size: int = 96) -> np.ndarray:
+    return preprocess.apply_window(head_phantom_hu(size, bleed=bleed, seed=seed), *preprocess.MODEL_WINDOW)
+
+
+@pytest.fixture()
+def synthetic_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEMO_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    head = root / "head_ct"
+    head.mkdir(parents=True)
+    with (head / "labels.csv").open("w", newline="") as fh:
+        fh.write("id, hemorrhage\n")
+        for i in range(14):
+            label = int(i < 7)
+            Image.fromarray(phantom_slice(bool(label), i)).convert("RGB").save(head / f"{i:03d}.png")
+            fh.write(f"{i:03d},{label}\n")
+    ich = root / "ct_ich"
+    rows = []
+    for p in range(1, 8):
+        folder = ich / "Patients_CT" / f"{p:03d}" / "brain"
+        folder.mkdir(parents=True)
+        for s in range(1, 5):
+            bleed = p <= 3 and s in (2, 3)
+            Image.fromarray(phantom_slice(bleed, 100 * p + s)).save(folder / f"{s}.jpg")
+            if bleed:  # masks live beside the slices and must not be read as slices
+                Image.fromarray(np.zeros((96, 96), np.uint8)).save(folder / f"{s}_HGE_Seg.jpg")
+            rows.append([p, s, 0, int(bleed), 0, 0, 0, int(not bleed), 0])
+    with (ich / "hemorrhage_diagnosis.csv").open("w", newline="", encoding="utf-8-sig") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "PatientNumber",
+                "SliceNumber",
+                "Intraventricular",
+                "Intraparenchymal",
+                "Subarachnoid",
+                "Epidural",
+                "Subdural",
+                "No_Hemorrhage",
+                "Fracture_Yes_No",
+            ]
+        )
+        w.writerows(rows)
+    return root

@@ -85,3 +85,19 @@ def test_flip_only_augmentation_mirrors():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     out = augment_batch(x, training=True, max_rotation_deg=0.0, zoom=(1.0, 1.0), flip_p=1.0, contrast=0.0)
     torch.testing.assert_close(out, torch.flip(x, dims=[3]), atol=1e-4, rtol=1e-4)
+
+
+def test_flip_tta_averages_both_views_and_is_mirror_invariant():
+    from ml.train import forward_tta
+
+    model = small_model()
+    x = torch.randn(2, 3, 1, 64, 64)
+    lengths = torch.tensor([3, 2])
+    with torch.no_grad():
+        plain = forward_tta(model, x, lengths, "none")
+        mirrored = model(torch.flip(x, dims=[-1]), lengths)
+        both = forward_tta(model, x, lengths, "hflip")
+        of_mirror = forward_tta(model, torch.flip(x, dims=[-1]), lengths, "hflip")
+    torch.testing.assert_close(both["scan_logits"], (plain["scan_logits"] + mirrored["scan_logits"]) / 2)
+    torch.testing.assert_close(both["slice_logits"], of_mirror["slice_logits"], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain["scan_logits"], both["scan_logits"])

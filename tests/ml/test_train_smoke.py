@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from ml import evaluate, preprocess
+from ml import evaluate
 from ml import train as mltrain
 from ml.predict import Predictor, ScanResult, overlay_heatmap
-from tests.ml.conftest import head_phantom_hu
-
-
-def _slice(bleed: bool, seed: int, size: int = 96) -> np.ndarray:
-    return preprocess.apply_window(head_phantom_hu(size, bleed=bleed, seed=seed), *preprocess.MODEL_WINDOW)
-
-
-@pytest.fixture()
-def synthetic_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEMO_CACHE_DIR", str(tmp_path / "cache"))
-    root = tmp_path / "data"
-    head = root / "head_ct"
-    head.mkdir(parents=True)
-    with (head / "labels.csv").open("w", newline="") as fh:
-        fh.write("id, hemorrhage\n")
-        for i in range(14):
-            label = int(i < 7)
-            Image.fromarray(_slice(bool(label), i)).convert("RGB").save(head / f"{i:03d}.png")
-            fh.write(f"{i:03d},{label}\n")
-    ich = root / "ct_ich"
-    rows = []
-    for p in range(1, 8):
-        folder = ich / "Patients_CT" / f"{p:03d}" / "brain"
-        folder.mkdir(parents=True)
-        for s in range(1, 5):
-            bleed = p <= 3 and s in (2, 3)
-            Image.fromarray(_slice(bleed, 100 * p + s)).save(folder / f"{s}.jpg")
-            if bleed:  # masks live beside the slices and must not be read as slices
-                Image.fromarray(np.zeros((96, 96), np.uint8)).save(folder / f"{s}_HGE_Seg.jpg")
-            rows.append([p, s, 0, int(bleed), 0, 0, 0, int(not bleed), 0])
-    with (ich / "hemorrhage_diagnosis.csv").open("w", newline="", encoding="utf-8-sig") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "PatientNumber",
-                "SliceNumber",
-                "Intraventricular",
-                "Intraparenchymal",
-                "Subarachnoid",
-                "Epidural",
-                "Subdural",
-                "No_Hemorrhage",
-                "Fracture_Yes_No",
-            ]
-        )
-        w.writerows(rows)
-    return root
+from tests.ml.conftest import phantom_slice as _slice
 
 
 def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_path):
@@ -93,6 +45,9 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
     assert 0.0 < card["threshold"] < 1.0
     assert card["metrics"]["test"]["ct_ich"]["n_slices"] > 0
     assert card["torch_version"] and card["input"]["size"] == 48
+    assert card["tta"] in {"none", "hflip"} and card["training"]["schedule"] == "cosine"
+    lrs = [row["lr_factor"] for row in card["training"]["history"]]
+    assert lrs == sorted(lrs, reverse=True) or lrs[0] < lrs[1], "cosine: warm-up, then a falling learning rate"
 
     predictor = Predictor(out, device="cpu")
     assert predictor.version == card["version"] and predictor.threshold == card["threshold"]
