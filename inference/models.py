@@ -13,7 +13,8 @@ from scans.models import Scan, Slice, private_storage
 class ModelVersion(models.Model):
     """A trained model artifact (``model.pt`` + ``metadata.json``) registered by ``manage.py register_model``.
 
-    Immutable once predictions use it (Prediction.model_version is PROTECT); ``sha256`` is of ``model.pt``.
+    Immutable once predictions use it (Prediction.model_version is PROTECT); ``sha256`` covers ``model.pt`` and
+    ``metadata.json`` together.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

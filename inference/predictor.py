@@ -37,19 +37,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def artifact_sha256(directory: Path) -> str:
+    """Identity of a model artifact: sha256 over the weights and the card together. The card decides threshold,
+    scan pooling and test-time augmentation, so a recalibrated card on the same weights is a different model."""
+    digest = hashlib.sha256()
+    for name in ("model.pt", "metadata.json"):
+        digest.update(f"{name}:{file_sha256(directory / name)}\n".encode())
+    return digest.hexdigest()
+
+
 def get_predictor(model_version: ModelVersion) -> Any:
-    """The cached predictor for ``model_version``; loads it on first use after checking the weights' sha256."""
+    """The cached predictor for ``model_version``; loads it on first use after checking the artifact's sha256."""
     with _lock:
         predictor = _predictors.get(model_version.sha256)
         if predictor is not None:
             _predictors.move_to_end(model_version.sha256)
             return predictor
         weights = model_version.directory / "model.pt"
-        if not weights.is_file():
+        if not weights.is_file() or not (model_version.directory / "metadata.json").is_file():
             logger.error("Weights of model version %s not found at %s", model_version, weights)
             raise ModelArtifactError(f"The weights of model version {model_version} are missing on this worker.")
         # A prediction must be produced by exactly the weights it names.
-        if file_sha256(weights) != model_version.sha256:
+        if artifact_sha256(model_version.directory) != model_version.sha256:
             logger.error("Weights at %s do not match the sha256 of model version %s", weights, model_version)
             raise ModelArtifactError(f"The weights on this worker do not match model version {model_version}.")
         from ml.predict import Predictor  # imports torch

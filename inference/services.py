@@ -28,7 +28,7 @@ from accounts.models import AuditAction, User
 from accounts.permissions import user_can_write_record
 from accounts.services import record_audit_event
 from inference.models import HeatMap, ModelVersion, Prediction, PredictionStatus
-from inference.predictor import file_sha256, get_predictor
+from inference.predictor import artifact_sha256, get_predictor
 from scans.models import Case, Scan, private_storage
 from scans.services import scan_files_delete, scan_ingest
 
@@ -63,14 +63,15 @@ def _card_threshold(card: dict) -> float:
 def model_version_register(
     *, path: str | Path, activate: bool = False, copy: bool = True, actor: User | None = None
 ) -> tuple[ModelVersion, bool]:
-    """Register the artifact folder ``path`` (model.pt + metadata.json); idempotent by the weights' sha256.
+    """Register the artifact folder ``path`` (model.pt + metadata.json); idempotent by the artifact's sha256 (weights
+    and card: the same weights with a recalibrated card are a new version).
 
     With ``copy`` (default) the folder is copied into HEMO_MODEL_STORE_DIR so that retraining in place can never
     change a registered version; otherwise the folder is referenced where it is. Returns (version, created).
     """
     directory = Path(path).resolve()
     card = _read_card(directory)
-    sha256 = file_sha256(directory / "model.pt")
+    sha256 = artifact_sha256(directory)
     model_version = ModelVersion.objects.filter(sha256=sha256).first()
     created = model_version is None
     if created:
@@ -79,7 +80,7 @@ def model_version_register(
         stored = directory
         if copy:
             stored = settings.HEMO_MODEL_STORE_DIR / f"{slugify(name) or 'model'}-{slugify(version)}-{sha256[:12]}"
-            if not (stored / "model.pt").is_file() or file_sha256(stored / "model.pt") != sha256:
+            if not (stored / "metadata.json").is_file() or artifact_sha256(stored) != sha256:
                 stored.parent.mkdir(parents=True, exist_ok=True)
                 # Copy beside the target, then rename: a half-copied folder never carries the final name.
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=stored.parent))

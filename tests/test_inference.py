@@ -45,6 +45,20 @@ def test_only_one_version_is_active(db, fake_model_dir, tmp_path):
     assert model_version_get_active() == second
 
 
+def test_a_recalibrated_card_on_the_same_weights_is_a_new_version(db, fake_model_dir):
+    import json
+
+    first, _ = model_version_register(path=fake_model_dir, activate=True)
+    again, created = model_version_register(path=fake_model_dir)
+    assert again == first and not created
+    card = json.loads((fake_model_dir / "metadata.json").read_text())
+    card.update(threshold=0.61, version="0.0.1-recalibrated")
+    (fake_model_dir / "metadata.json").write_text(json.dumps(card))
+    second, created = model_version_register(path=fake_model_dir, activate=True)
+    assert created and second.threshold == 0.61 and second.sha256 != first.sha256
+    assert (second.directory / "model.pt").read_bytes() == (first.directory / "model.pt").read_bytes()
+
+
 def test_default_model_is_registered_on_first_use_or_refused_clearly(db, settings, fake_model_dir, tmp_path):
     settings.HEMO_MODEL_DIR = tmp_path / "nothing-here"
     with pytest.raises(ModelUnavailable, match="register_model"):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ml import evaluate
+from ml import calibrate, evaluate
 from ml import train as mltrain
 from ml.predict import Predictor, ScanResult, overlay_heatmap
 from tests.ml.conftest import phantom_slice as _slice
@@ -66,3 +66,21 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
     report = evaluate.evaluate(out, synthetic_root, "ct_ich", split="test")
     assert report["n_scans"] == len(card["splits"]["ct_ich"]["test"])
     assert report["scan"]["accuracy"] == pytest.approx(card["metrics"]["test"]["ct_ich"]["scan"]["accuracy"])
+
+    # Recalibration: same weights, decision rule re-chosen on validation, a new version, and a card that evaluate
+    # and the Predictor both follow.
+    recal = tmp_path / "recalibrated"
+    assert (
+        calibrate.main(
+            ["--checkpoint", str(out), "--data-dir", str(synthetic_root), "--tta", "hflip", "--out", str(recal)]
+        )
+        == 0
+    )
+    card2 = json.loads((recal / "metadata.json").read_text())
+    assert (recal / "model.pt").read_bytes() == (out / "model.pt").read_bytes()
+    assert card2["tta"] == "hflip" and card2["version"] != card["version"]
+    assert card2["calibration"]["from_version"] == card["version"] and card2["splits"] == card["splits"]
+    assert Predictor(recal, device="cpu").tta == "hflip"
+    report2 = evaluate.evaluate(recal, synthetic_root, "ct_ich", split="test")
+    assert report2["scan"]["accuracy"] == pytest.approx(card2["metrics"]["test"]["ct_ich"]["scan"]["accuracy"])
+    assert report2["slice"]["auc"] == pytest.approx(card2["metrics"]["test"]["ct_ich"]["slice"]["auc"])

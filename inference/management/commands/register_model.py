@@ -6,7 +6,7 @@ from inference.services import model_version_register
 
 
 class Command(BaseCommand):
-    help = "Register a model artifact folder (model.pt + metadata.json); idempotent by the weights' sha256."
+    help = "Register a model artifact folder (model.pt + metadata.json); idempotent by the sha256 of weights + card."
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="folder with model.pt and metadata.json")
