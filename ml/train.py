@@ -458,17 +458,17 @@ def parse_args(argv=None):
         "--data-dir", type=Path, default=None, help="data root (default: HEMO_DATA_DIR or ../shared/data)"
     )
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--size", type=int, default=preprocess.DEFAULT_SIZE)
     parser.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     parser.add_argument("--no-recurrent", action="store_true", help="CNN-only ablation (no LSTM/GRU)")
     parser.add_argument("--no-pretrained", action="store_true", help="encoder from random init")
-    parser.add_argument("--patience", type=int, default=8, help="epochs without a better smoothed score")
-    parser.add_argument("--schedule", choices=["constant", "cosine"], default="cosine")
+    parser.add_argument("--patience", type=int, default=4, help="epochs without a better smoothed score")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument(
-        "--smooth", type=int, default=3, help="select the epoch by the trailing mean of this many validation scores"
+        "--smooth", type=int, default=1, help="select the epoch by the trailing mean of this many validation scores"
     )
     parser.add_argument(
         "--tta",

@@ -32,6 +32,10 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
         "--seed",
         "3",
         "--no-progress",
+        "--schedule",
+        "cosine",
+        "--smooth",
+        "2",
     ]
     assert mltrain.main(argv) == 0
     for name in ("model.pt", "metadata.json", "curves.png", "roc.png"):
