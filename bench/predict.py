@@ -53,7 +53,7 @@ def bench(device: torch.device, checkpoint: Path | None) -> dict:
         model(torch.zeros(1, 30, 1, size, size, device=device))
     flops_series = counter.get_total_flops()
 
-    from ml.train import forward_tta
+    from ml.model import forward_tta
 
     def run(n):
         x = torch.randn(1, n, 1, size, size, device=device)

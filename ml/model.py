@@ -108,5 +108,21 @@ def scan_probability(out: dict, pooling: str) -> torch.Tensor:
 POOLINGS = ("head", "max_slice", "mean")
 
 
+def forward_tta(model, x: torch.Tensor, lengths: torch.Tensor, tta: str = "none") -> dict:
+    """Forward pass; with tta="hflip" the logits are averaged with those of the left-right mirrored slices (the
+    head is roughly symmetric and training already flips, so the mirror is an equally valid view)."""
+    out = model(x, lengths)
+    if tta == "none":
+        return out
+    if tta != "hflip":
+        raise ValueError(f"unknown test-time augmentation {tta!r}")
+    flipped = model(torch.flip(x, dims=[-1]), lengths)
+    return {
+        "slice_logits": (out["slice_logits"] + flipped["slice_logits"]) / 2,
+        "scan_logits": (out["scan_logits"] + flipped["scan_logits"]) / 2,
+        "mask": out["mask"],
+    }
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -79,8 +79,7 @@ class Predictor:
         """One scan from already-loaded uint8 slices in the model window (ml.preprocess.load_slice)."""
         import torch
 
-        from ml.model import scan_probability
-        from ml.train import forward_tta
+        from ml.model import forward_tta, scan_probability
 
         if not len(slices):
             raise ValueError("a scan needs at least one slice")

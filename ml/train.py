@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ml import data as mldata
 from ml import metrics, paths, preprocess
 from ml.augment import augment_batch
-from ml.model import POOLINGS, HemoNet, count_parameters, scan_probability
+from ml.model import POOLINGS, HemoNet, count_parameters, forward_tta, scan_probability
 
 MODEL_VERSION_PREFIX = "hemonet-lstmgru"
 
@@ -127,22 +127,6 @@ def batch_loss(model, batch, device, *, pos_weight: float, generator) -> tuple[t
     pred = out["slice_logits"].reshape(b * t, 2).argmax(-1)
     correct = int((pred[valid] == slice_targets.reshape(-1)[valid]).sum())
     return loss_slice + loss_scan, correct, int(valid.sum())
-
-
-def forward_tta(model, x: torch.Tensor, lengths: torch.Tensor, tta: str = "none") -> dict:
-    """Forward pass; with tta="hflip" the logits are averaged with those of the left-right mirrored slices (the
-    head is roughly symmetric and training already flips, so the mirror is an equally valid view)."""
-    out = model(x, lengths)
-    if tta == "none":
-        return out
-    if tta != "hflip":
-        raise ValueError(f"unknown test-time augmentation {tta!r}")
-    flipped = model(torch.flip(x, dims=[-1]), lengths)
-    return {
-        "slice_logits": (out["slice_logits"] + flipped["slice_logits"]) / 2,
-        "scan_logits": (out["scan_logits"] + flipped["scan_logits"]) / 2,
-        "mask": out["mask"],
-    }
 
 
 @torch.inference_mode()

@@ -88,7 +88,7 @@ def test_flip_only_augmentation_mirrors():
 
 
 def test_flip_tta_averages_both_views_and_is_mirror_invariant():
-    from ml.train import forward_tta
+    from ml.model import forward_tta
 
     model = small_model()
     x = torch.randn(2, 3, 1, 64, 64)
