@@ -6,7 +6,7 @@ import torch
 
 from ml.augment import augment_batch
 from ml.encoders import EfficientNetLite0
-from ml.model import HemoNet, scan_probability
+from ml.model import HemoNet, forward_tta, scan_probability
 
 
 def small_model(seed=0, recurrent=True):
@@ -88,8 +88,6 @@ def test_flip_only_augmentation_mirrors():
 
 
 def test_flip_tta_averages_both_views_and_is_mirror_invariant():
-    from ml.model import forward_tta
-
     model = small_model()
     x = torch.randn(2, 3, 1, 64, 64)
     lengths = torch.tensor([3, 2])
