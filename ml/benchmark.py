@@ -100,6 +100,7 @@ def run_cv(
     encoder: str = "lite0",
     data_dir: Path | None = None,
     save: bool = True,
+    extra_train: str | None = None,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -109,6 +110,9 @@ def run_cv(
     torch.set_num_threads(2)
     scans, items = _items(dataset, size, data_dir)
     labels = {s.scan_id: s.label for s in scans}
+    # The shipped model trains on both datasets: `extra_train` adds every scan of the other one to each training
+    # fold (never to validation or test), so the CV measures that recipe.
+    extra = list(_items(extra_train, size, data_dir)[1].values()) if extra_train else []
     config = {
         "encoder": encoder,
         "recurrent": variant == "lstmgru",
@@ -126,7 +130,7 @@ def run_cv(
         tr, va = _inner_split(train_ids, labels, seed + k)
         t0 = time.time()
         model, history, best_epoch = fit(
-            [items[i] for i in tr],
+            [items[i] for i in tr] + extra,
             [items[i] for i in va],
             model_config=config,
             epochs=epochs,
@@ -204,6 +208,7 @@ def run_cv(
         "max_minutes_per_fold": max_minutes,
         "freeze_blocks": freeze_blocks,
         "encoder": encoder,
+        "extra_train": extra_train,
         "schedule": schedule,
         "smooth": smooth,
         "patience": patience,
@@ -435,6 +440,7 @@ def main(argv=None) -> int:
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
+    cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -458,6 +464,7 @@ def main(argv=None) -> int:
             tta=args.tta,
             tag=args.tag,
             encoder=args.encoder,
+            extra_train=args.extra_train,
         )
     elif args.cmd == "classical":
         run_classical()

@@ -58,6 +58,8 @@ def _recipe(cv: dict, tta: str) -> str:
     ]
     if cv.get("smooth", 1) > 1:
         parts.append(f"{cv['smooth']}-epoch mean selection")
+    if cv.get("extra_train"):
+        parts.append(f"+ all {cv['extra_train']} in training")
     if tta == "hflip":
         parts.append("flip TTA")
     return ", ".join(parts)
@@ -86,29 +88,27 @@ def _cv_rows(cv: dict, dataset: str) -> list[str]:
 
 
 def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
-    """The CV run that matches the shipped model's recipe (LSTM-GRU, its schedule and encoder), scored with the
-    card's test-time augmentation; None when no such run is saved."""
+    """The CV run closest to the shipped model's recipe (LSTM-GRU, its schedule and encoder; trained on both
+    datasets where such a run exists), scored with the card's test-time augmentation; None when none is saved."""
     card = card or {}
     schedule = card.get("training", {}).get("schedule", "constant")
     encoder = card.get("architecture", {}).get("encoder", "lite0")
     tta = card.get("tta", "none")
-    for cv in reversed(_cv_runs(dataset)):
-        if (
-            cv["variant"] == "lstmgru"
-            and cv.get("schedule", "constant") == schedule
-            and cv.get("encoder", "lite0") == encoder
-        ):
-            if cv.get("tta", "none") == tta:
-                return cv
-            other = cv.get(f"tta_{tta}")
-            if other:
-                return {
-                    **other,
-                    "slice_summary": {"auc": other.get("slice_auc")},
-                    "folds": cv["folds"],
-                    "_name": cv["_name"],
-                }
-    return None
+    matches = [
+        cv
+        for cv in _cv_runs(dataset)
+        if cv["variant"] == "lstmgru"
+        and cv.get("schedule", "constant") == schedule
+        and cv.get("encoder", "lite0") == encoder
+        and (cv.get("tta", "none") == tta or cv.get(f"tta_{tta}"))
+    ]
+    if not matches:
+        return None
+    cv = max(matches, key=lambda r: (bool(r.get("extra_train")), r["_name"]))
+    if cv.get("tta", "none") == tta:
+        return cv
+    other = cv[f"tta_{tta}"]
+    return {**other, "slice_summary": {"auc": other.get("slice_auc")}, "folds": cv["folds"], "_name": cv["_name"]}
 
 
 def _window():

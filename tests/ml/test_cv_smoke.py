@@ -16,10 +16,11 @@ def test_cv_scores_every_patient_once_and_reports_both_tta_variants(synthetic_ro
         smooth=2,
         data_dir=synthetic_root,
         save=False,
+        extra_train="head_ct",
     )
     assert result["folds"] == 3 and len(result["per_fold"]) == 3
     assert sum(f["n_test"] for f in result["per_fold"]) == 7  # the 7 synthetic patients, each tested once
-    assert result["schedule"] == "cosine" and result["encoder"] == "small"
+    assert result["schedule"] == "cosine" and result["encoder"] == "small" and result["extra_train"] == "head_ct"
     for fold in result["per_fold"]:
         assert 0.0 <= fold["scan"]["accuracy"] <= 1.0
         assert "tta_hflip" in fold and "slice" in fold
