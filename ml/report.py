@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ml import paths
+from ml import metrics, paths
 
 RESULTS_DIR = paths.REPO_ROOT / "bench" / "results"
 FIGURES_DIR = paths.REPO_ROOT / "docs" / "figures"
@@ -71,8 +71,8 @@ def _cv_rows(cv: dict, dataset: str) -> list[str]:
     main_tta = cv.get("tta", "none")
     variants = [(main_tta, cv)]
     for other in ("none", "hflip"):
-        if other != main_tta and cv.get(f"tta_{other}"):
-            variants.append((other, cv[f"tta_{other}"]))
+        if other != main_tta and _other_tta(cv, other):
+            variants.append((other, _other_tta(cv, other)))
     rows = []
     for tta, r in variants:
         s = r.get("scan_summary", {})
@@ -85,6 +85,22 @@ def _cv_rows(cv: dict, dataset: str) -> list[str]:
             f"{_f(r.get('pooled_sensitivity_at_specificity_0.90'), pct=True)} | {cv['max_epochs']}, {minutes:.1f} |"
         )
     return rows
+
+
+def _other_tta(cv: dict, tta: str) -> dict | None:
+    """A CV run scored with its other test-time augmentation: the saved summary, or for runs saved before pooled
+    figures were kept, fold means from the per-fold records (pooled AUCs then n/a)."""
+    if cv.get(f"tta_{tta}"):
+        return cv[f"tta_{tta}"]
+    rows = [f.get(f"tta_{tta}") for f in cv["per_fold"]]
+    if not rows or None in rows:
+        return None
+    return {
+        "scan_summary": {
+            k: metrics.summary([r["scan"][k] for r in rows]) for k in ("auc", "accuracy", "sensitivity", "specificity")
+        },
+        "slice_auc": metrics.summary([r["slice_auc"] for r in rows]),
+    }
 
 
 def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
@@ -100,14 +116,14 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         if cv["variant"] == "lstmgru"
         and cv.get("schedule", "constant") == schedule
         and cv.get("encoder", "lite0") == encoder
-        and (cv.get("tta", "none") == tta or cv.get(f"tta_{tta}"))
+        and (cv.get("tta", "none") == tta or _other_tta(cv, tta))
     ]
     if not matches:
         return None
     cv = max(matches, key=lambda r: (bool(r.get("extra_train")), r["_name"]))
     if cv.get("tta", "none") == tta:
         return cv
-    other = cv[f"tta_{tta}"]
+    other = _other_tta(cv, tta)
     return {**other, "slice_summary": {"auc": other.get("slice_auc")}, "folds": cv["folds"], "_name": cv["_name"]}
 
 
