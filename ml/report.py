@@ -157,9 +157,14 @@ def write_report(path: Path) -> None:
             "",
             f"- version `{card['version']}`, {card['parameters'] / 1e6:.2f} M parameters, input "
             f"{card['input']['size']} px, window {card['input']['window']['center']}/"
-            f"{card['input']['window']['width']}, scan pooling `{card['scan_pooling']}`, threshold "
-            f"{card['threshold']:.3f} (Youden on validation)",
+            f"{card['input']['window']['width']}, scan pooling `{card['scan_pooling']}`, test-time augmentation "
+            f"`{card.get('tta', 'none')}`, threshold {card['threshold']:.3f} (all three chosen on validation)",
             f"- command: `{card['command']}` (seed {card['seed']})",
+            *(
+                [f"- recalibrated (weights unchanged) with `{card['calibration']['command']}`"]
+                if card.get("calibration")
+                else []
+            ),
             f"- CPU training time: {t['train_minutes']:.1f} min of training ({t['epochs_run']} epochs, best "
             f"{t['best_epoch']}) + {t['preprocess_minutes']:.1f} min preprocessing, {t['hardware']}",
             "",
