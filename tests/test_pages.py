@@ -283,6 +283,7 @@ def test_result_page_of_a_failed_prediction_shows_the_error_and_retry(clinician_
 def test_model_page_shows_the_card_and_serves_its_plots(clinician_client, active_model):
     page = body(clinician_client.get(reverse("results:model-active")))
     assert active_model.sha256 in page and "0.0.1" in page and "0.420" in page
+    assert "Test-time augmentation" not in page and "Calibration command" not in page  # the fake card has neither
     assert reverse("results:model-artifact", args=[active_model.pk, "curves"]) in page
     for name in ("curves", "roc"):
         response = clinician_client.get(reverse("results:model-artifact", args=[active_model.pk, name]))
@@ -290,6 +291,21 @@ def test_model_page_shows_the_card_and_serves_its_plots(clinician_client, active
         assert b"".join(response.streaming_content).startswith(b"\x89PNG")
     assert clinician_client.get(f"/models/{active_model.pk}/model.png").status_code == 404
     assert clinician_client.get(reverse("results:model", args=[uuid.uuid4()])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_model_page_shows_test_time_augmentation_and_calibration(clinician_client, fake_model_dir):
+    card = json.loads((fake_model_dir / "metadata.json").read_text())
+    card.update(
+        tta="hflip",
+        tta_method="chosen on validation",
+        calibration={"command": "python -m ml.calibrate --tta auto", "note": "weights unchanged"},
+    )
+    (fake_model_dir / "metadata.json").write_text(json.dumps(card))
+    version, _ = model_version_register(path=fake_model_dir, activate=True)
+    page = body(clinician_client.get(reverse("results:model", args=[version.pk])))
+    assert "Test-time augmentation" in page and "hflip" in page and "chosen on validation" in page
+    assert "python -m ml.calibrate --tta auto" in page and "weights unchanged" in page
 
 
 @pytest.mark.django_db
