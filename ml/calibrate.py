@@ -14,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,14 +26,13 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
     import torch
 
     from ml.train import (
-        _jsonable,
         choose_pooling_and_threshold,
         choose_tta,
         load_model,
         make_items,
-        plot_roc,
         score_items,
         summarise,
+        write_checkpoint,
     )
 
     checkpoint = Path(checkpoint)
@@ -75,18 +73,7 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
         },
     )
     card["output"]["scan_probability"] = f"pooling '{pooling}' (chosen on validation)"
-    out = Path(out) if out else checkpoint
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint, tmp)
-    (tmp / "metadata.json").write_text(json.dumps(_jsonable(card), indent=1) + "\n")
-    plot_roc(test_scores, pooling, tmp / "roc.png")
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    write_checkpoint(Path(out) if out else checkpoint, None, card, None, test_scores, pooling, copy_from=checkpoint)
     return card
 
 

@@ -617,16 +617,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_checkpoint(out: Path, model: HemoNet, card: dict, history, test_scores, pooling) -> None:
-    """Write into a temporary sibling folder, then swap, so `out` is always a complete, loadable checkpoint."""
+def write_checkpoint(
+    out: Path, model: HemoNet | None, card: dict, history, test_scores, pooling, *, copy_from: Path | None = None
+) -> None:
+    """Write into a temporary sibling folder, then swap, so `out` is always a complete, loadable checkpoint.
+
+    With `copy_from` the folder starts as a byte copy of that checkpoint (weights and curves kept, `model` unused)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_state_dict(model, tmp / "model.pt")
+    if copy_from is not None:
+        shutil.copytree(copy_from, tmp)
+    else:
+        tmp.mkdir()
+        save_state_dict(model, tmp / "model.pt")
+        plot_curves(history, tmp / "curves.png")
     (tmp / "metadata.json").write_text(json.dumps(_jsonable(card), indent=1) + "\n")
-    plot_curves(history, tmp / "curves.png")
     plot_roc(test_scores, pooling, tmp / "roc.png")
     old = out.parent / f".{out.name}.old"
     shutil.rmtree(old, ignore_errors=True)
