@@ -264,7 +264,8 @@ def write_report(path: Path) -> None:
         ]
         for r in rows:
             lines.append(
-                f"| {r['device']} ({r['threads']} threads) | {r['parameters'] / 1e6:.2f} M | "
+                f"| {r['device']} ({r['threads']} threads{', flip TTA' if r.get('tta') == 'hflip' else ''}) | "
+                f"{r['parameters'] / 1e6:.2f} M | "
                 f"{r['gflops_per_slice']:.3f} | {r['latency_one_image_s']:.4f} | "
                 f"{r['latency_30_slice_series_s']:.3f} | {r['best_slices_per_s']:.0f} ({r['best_batch']}) "
                 f"| {r['end_to_end_30_slices_with_heatmaps_s']:.3f} |"
