@@ -319,15 +319,19 @@ def fit(
         }
         history.append(row)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
-        if score > best_score:
+        time_up = max_minutes is not None and (time.time() - started) / 60 > max_minutes
+        # A trailing mean needs its full window: the first smooth - 1 epochs are never kept on a partial mean
+        # (unless the time budget ends the run before any epoch qualified).
+        eligible = epoch >= min(smooth, epochs) or (time_up and best_state is None)
+        if eligible and score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
+        elif eligible:
             stale += 1
             if stale >= patience:
                 log(f"early stop at epoch {epoch} (best {best_epoch})")
                 break
-        if max_minutes is not None and (time.time() - started) / 60 > max_minutes:
+        if time_up:
             log(f"time budget reached at epoch {epoch}")
             break
     model.load_state_dict(best_state)
