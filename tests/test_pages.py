@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import uuid
-import zipfile
 
 import pydicom
 import pytest
@@ -27,7 +26,7 @@ from inference.models import HeatMap, Prediction, PredictionStatus
 from inference.services import model_version_register
 from scans.models import Case, Scan, Slice
 from scans.services import case_create, scan_ingest
-from tests.bad_uploads import BAD_INPUTS, page_status, series
+from tests.bad_uploads import BAD_INPUTS, page_status, series, zip_bytes
 
 LOGIN_URL = reverse("account_login")
 
@@ -68,14 +67,6 @@ def mr_dicom() -> bytes:
     ds.PixelData = bytes(range(256)) * 2
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
     return buffer.getvalue()
 
 

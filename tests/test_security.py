@@ -28,6 +28,14 @@ def active_model(fake_model_dir):
     return version
 
 
+@pytest.fixture
+def staff(client):
+    """A superuser, signed in on `client` (the admin site)."""
+    user = User.objects.create_superuser("root", "root@example.org", "a-long-passphrase-42")
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+    return user
+
+
 def _events(action: str, **filters):
     return AuditEvent.objects.filter(action=action, **filters)
 
@@ -110,9 +118,7 @@ def test_api_upload_rerun_and_file_download_are_audited(case, clinician, active_
 
 
 @pytest.mark.django_db
-def test_admin_bulk_delete_is_audited(client):
-    staff = User.objects.create_superuser("root", "root@example.org", "a-long-passphrase-42")
-    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+def test_admin_bulk_delete_is_audited(client, staff):
     doomed = [Organization.objects.create(name=f"Old {i}", slug=f"old-{i}") for i in range(3)]
     response = client.post(
         reverse("admin:accounts_organization_changelist"),
@@ -133,9 +139,7 @@ def test_admin_bulk_delete_is_audited(client):
 
 
 @pytest.mark.django_db
-def test_admin_bulk_delete_confirmation_page_deletes_and_audits_nothing(client):
-    staff = User.objects.create_superuser("root", "root@example.org", "a-long-passphrase-42")
-    client.force_login(staff, backend="django.contrib.auth.backends.ModelBackend")
+def test_admin_bulk_delete_confirmation_page_deletes_and_audits_nothing(client, staff):
     kept = [Organization.objects.create(name=f"Kept {i}", slug=f"kept-{i}") for i in range(2)]
     response = client.post(
         reverse("admin:accounts_organization_changelist"),
