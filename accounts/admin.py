@@ -5,7 +5,7 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy
 
 from accounts.models import AuditAction, AuditEvent, Organization, User
-from accounts.services import record_audit_event
+from accounts.services import admin_change_organization, record_audit_event
 
 
 @admin.action(permissions=["delete"], description=gettext_lazy("Delete selected %(verbose_name_plural)s"))
@@ -15,13 +15,16 @@ def delete_selected(modeladmin, request, queryset):
     hears of it (a single object is logged with ``save()`` and is audited there). Replaces the site-wide action."""
     with transaction.atomic():
         doomed = list(queryset) if request.POST.get("post") else []
+        # Looked up before the deletion removes what leads from an object to its organization.
+        organizations = [admin_change_organization(record=obj, deletion=True) for obj in doomed]
         response = django_delete_selected(modeladmin, request, queryset)
         if response is None and len(doomed) > 1:  # deleted (a confirmation or refusal page is a response)
             target_type = f"{modeladmin.opts.app_label}.{modeladmin.opts.model_name}"
-            for obj in doomed:
+            for obj, organization in zip(doomed, organizations, strict=True):
                 record_audit_event(
                     action=AuditAction.ADMIN_CHANGE,
                     actor=request.user,
+                    organization=organization,
                     target_type=target_type,
                     target_id=str(obj.pk),
                     request=request,

@@ -18,6 +18,33 @@ def client_ip(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+# The links from a record up to the one that names its organization: heat map -> prediction -> scan -> case; tokens
+# and email addresses belong to a user.
+_PARENTS = ("case", "scan", "prediction", "user")
+
+
+def organization_of(record: models.Model | None) -> Organization | None:
+    """The organization a record belongs to: an organization itself, a record's ``organization`` (cases, users), or
+    that of the record it hangs from (scans, slices, predictions, heat maps, a user's token); None for others."""
+    for _ in range(len(_PARENTS) + 1):
+        if record is None or isinstance(record, Organization):
+            return record
+        organization = getattr(record, "organization", None)
+        if isinstance(organization, Organization):
+            return organization
+        record = next((getattr(record, name) for name in _PARENTS if hasattr(record, name)), None)
+    return None
+
+
+def admin_change_organization(*, record: models.Model | None, deletion: bool) -> Organization | None:
+    """The organization whose audit trail records a staff member's admin change to ``record``: the record's own (a
+    change to organization B's case is B's business), else None, which lets record_audit_event fall back to the staff
+    member's. An organization being deleted takes its trail with it, so its deletion goes to the staff member's."""
+    if deletion and isinstance(record, Organization):
+        return None
+    return organization_of(record)
+
+
 def record_audit_event(
     *,
     action: str,
@@ -32,7 +59,8 @@ def record_audit_event(
 ) -> AuditEvent:
     """Append one audit row. Call it inside the transaction of the action it records, so both commit or neither.
 
-    ``target`` fills target type/id from a model instance; the organization defaults to the target's or the actor's.
+    ``target`` fills target type/id from a model instance; the organization defaults to the target's
+    (``organization_of``) or the actor's.
     """
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
@@ -40,9 +68,7 @@ def record_audit_event(
         target_type = target_type or target._meta.label_lower
         target_id = target_id or str(target.pk)
     if organization is None:
-        organization = getattr(target, "organization", None) if target is not None else None
-        if not isinstance(organization, Organization):
-            organization = getattr(actor, "organization", None)
+        organization = organization_of(target) or getattr(actor, "organization", None)
     return AuditEvent.objects.create(
         action=str(action),
         actor=actor,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from accounts.models import AuditAction
-from accounts.services import client_ip, record_audit_event
+from accounts.services import admin_change_organization, client_ip, record_audit_event
 
 
 @receiver(user_logged_in, dispatch_uid="accounts.audit_sign_in")
@@ -32,12 +33,18 @@ def audit_sign_in_failed(sender, credentials, request=None, **kwargs):
 
 @receiver(post_save, sender=LogEntry, dispatch_uid="accounts.audit_admin_change")
 def audit_admin_change(sender, instance: LogEntry, created: bool, **kwargs):
-    # The admin writes a LogEntry inside the same transaction as the change it describes.
+    # The admin writes a LogEntry inside the same transaction as the change it describes, and a deletion's before
+    # the object is deleted: the object can still be read here.
     if not created:
         return
+    try:
+        edited = instance.get_edited_object() if instance.content_type_id and instance.object_id else None
+    except (ObjectDoesNotExist, ValidationError, ValueError):
+        edited = None
     record_audit_event(
         action=AuditAction.ADMIN_CHANGE,
         actor=instance.user,
+        organization=admin_change_organization(record=edited, deletion=instance.is_deletion()),
         target_type=f"{instance.content_type.app_label}.{instance.content_type.model}" if instance.content_type else "",
         target_id=instance.object_id or "",
         details={

@@ -19,14 +19,17 @@ from pydicom.dataset import Dataset
 from ml import dicom as ml_dicom
 
 DicomError = ml_dicom.DicomError
+DicomTooLarge = ml_dicom.DicomTooLarge
+DicomUnsupported = ml_dicom.DicomUnsupported
 CT_LIKE_MODALITIES = {"OT", "SC", ""}
 
 
-def read_dicom(source: bytes | BinaryIO, *, stop_before_pixels: bool = False) -> Dataset:
-    """Read one DICOM file; raises DicomError with a clear message on non-DICOM or corrupt input."""
+def read_dicom(source: bytes | BinaryIO, *, stop_before_pixels: bool = False, allow_deflated: bool = True) -> Dataset:
+    """Read one DICOM file; raises DicomError with a clear message on non-DICOM or corrupt input, DicomUnsupported
+    for a deflated data set unless ``allow_deflated`` (it would be inflated in memory without a bound)."""
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
-    return ml_dicom.read_dataset(source, stop_before_pixels=stop_before_pixels)
+    return ml_dicom.read_dataset(source, stop_before_pixels=stop_before_pixels, allow_deflated=allow_deflated)
 
 
 def is_dicom_bytes(data: bytes) -> bool:
@@ -57,9 +60,10 @@ def modality(ds: Dataset) -> str:
     return str(ds.get("Modality", "") or "").upper()
 
 
-def to_hu(ds: Dataset) -> np.ndarray:
-    """Hounsfield units (float32, 2-D); raises DicomError when pixels cannot be decoded."""
-    return ml_dicom.to_hu(ds)
+def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
+    """Hounsfield units (float32, 2-D); raises DicomError when pixels cannot be decoded. Before decoding, a header
+    declaring more than ``max_pixels`` samples raises DicomTooLarge and several frames DicomUnsupported."""
+    return ml_dicom.to_hu(ds, max_pixels=max_pixels)
 
 
 def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None:
@@ -85,7 +89,7 @@ def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None
 
 
 def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
-    """Indices that put a series in anatomical order (slice normal, then InstanceNumber, then SOPInstanceUID)."""
+    """Indices that put a series in anatomical order (slice normal, then InstanceNumber, then upload order)."""
     return ml_dicom.sort_datasets(datasets)
 
 

@@ -179,7 +179,10 @@ def prediction_request(
                 prediction.status = PredictionStatus.QUEUED
                 prediction.error_message = ""
                 prediction.started = prediction.finished = None
-                prediction.save(update_fields=["status", "error_message", "started", "finished", "modified"])
+                prediction.attempts = 0  # a retry someone asked for gets HEMO_PREDICTION_MAX_ATTEMPTS runs again
+                prediction.save(
+                    update_fields=["status", "error_message", "started", "finished", "attempts", "modified"]
+                )
                 retried = True
         if created or retried:
             record_audit_event(
@@ -262,7 +265,9 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
     Locks the row and returns early unless it is queued or a stale running one; marks it running, runs the
     predictor outside any transaction, then stores probabilities and heat-map overlays and marks it succeeded.
     Errors mark it failed with a message; transient database errors put it back to queued and re-raise (the task
-    retries). Returns the prediction, or None when it no longer exists.
+    retries). After HEMO_PREDICTION_MAX_ATTEMPTS runs that never finished (the worker crashed or was killed, or the
+    database went away) it is marked failed instead of being run again. Returns the prediction, or None when it no
+    longer exists.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -279,6 +284,12 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
             return prediction
         if prediction.status not in (PredictionStatus.QUEUED, PredictionStatus.RUNNING):
             return prediction
+        if prediction.attempts >= settings.HEMO_PREDICTION_MAX_ATTEMPTS:
+            return _prediction_mark_failed(
+                prediction=prediction,
+                message=f"Stopped after {prediction.attempts} attempts that did not finish: the worker crashed, was "
+                "killed or lost the database each time. Ask for the prediction again to retry.",
+            )
         prediction.status = PredictionStatus.RUNNING
         prediction.started = now
         prediction.worker_host = socket.gethostname()[:255]
@@ -346,16 +357,21 @@ def _prediction_fail(*, prediction_id: uuid.UUID, attempt: int, message: str) ->
         )
         if prediction.status != PredictionStatus.RUNNING or prediction.attempts != attempt:
             return prediction  # another worker took it over
-        prediction.status = PredictionStatus.FAILED
-        prediction.error_message = message
-        prediction.finished = timezone.now()
-        prediction.save(update_fields=["status", "error_message", "finished", "modified"])
-        record_audit_event(
-            action=AuditAction.PREDICTION_FAIL,
-            organization=prediction.scan.case.organization,
-            target=prediction,
-            details={"error": message[:500]},
-        )
+        return _prediction_mark_failed(prediction=prediction, message=message)
+
+
+def _prediction_mark_failed(*, prediction: Prediction, message: str) -> Prediction:
+    # The caller holds the row's lock, in the transaction that this audit row joins.
+    prediction.status = PredictionStatus.FAILED
+    prediction.error_message = message
+    prediction.finished = timezone.now()
+    prediction.save(update_fields=["status", "error_message", "finished", "modified"])
+    record_audit_event(
+        action=AuditAction.PREDICTION_FAIL,
+        organization=prediction.scan.case.organization,
+        target=prediction,
+        details={"error": message[:500]},
+    )
     return prediction
 
 

@@ -20,11 +20,18 @@ def augment_batch(
     zoom: tuple[float, float] = (0.9, 1.1),
     flip_p: float = 0.5,
     contrast: float = 0.1,
+    series_length: int = 1,
 ) -> torch.Tensor:
-    """x: N x C x H x W normalised slices. One random transform per slice. Returns x unchanged when not training."""
+    """x: N x C x H x W normalised slices. Returns x unchanged when not training.
+
+    One random transform per run of `series_length` consecutive slices: with the slices of a series in a row
+    (N = series x series_length) every slice of a series is rotated, zoomed, flipped and jittered alike, as a
+    patient lying askew would be; 1 draws a transform per slice."""
     if not training:
         return x
-    n = x.shape[0]
+    if x.shape[0] % series_length:
+        raise ValueError(f"{x.shape[0]} slices do not split into series of {series_length}")
+    n = x.shape[0] // series_length
     opts = {"generator": generator, "device": "cpu"}
     angle = (torch.rand(n, **opts) * 2 - 1) * math.radians(max_rotation_deg)
     scale = torch.empty(n).uniform_(zoom[0], zoom[1], generator=generator)
@@ -33,14 +40,16 @@ def augment_batch(
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
-    theta = theta.to(x.device, x.dtype)
+    theta = theta.repeat_interleave(series_length, dim=0).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Out-of-view pixels become the normalised value of black (air), not zero.
     background = x.amin(dim=(1, 2, 3), keepdim=True)
     out = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + background
     if contrast > 0:
         # Small gain/offset jitter: the JPG exports and the DICOM window differ slightly in level and width.
-        gain = (1 + (torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast).to(x.device, x.dtype)
-        offset = ((torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast).to(x.device, x.dtype)
+        gain = 1 + (torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast
+        offset = (torch.rand(n, 1, 1, 1, **opts) * 2 - 1) * contrast
+        gain = gain.repeat_interleave(series_length, dim=0).to(x.device, x.dtype)
+        offset = offset.repeat_interleave(series_length, dim=0).to(x.device, x.dtype)
         out = out * gain + offset
     return out

@@ -49,20 +49,8 @@ def _items(layout: str, size: int, data_dir: Path | None = None):
     root = mldata.dataset_roots(layout, data_dir or paths.data_dir())[layout]
     scans = mldata.read_layout(layout, root)
     arrays = mldata.load_slices(scans, size=size)
+    mldata.group_near_duplicates(scans, arrays)
     return scans, {it.key.split("/", 1)[1]: it for it in make_items(scans, arrays)}
-
-
-def _inner_split(train_ids: list[str], labels: dict[str, int], seed: int) -> tuple[list[str], list[str]]:
-    """Stratified 85/15 train/validation split inside a CV training fold."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in (0, 1):
-        ids = sorted(i for i in train_ids if labels[i] == label)
-        ids = [ids[j] for j in rng.permutation(len(ids))]
-        n_val = max(1, int(round(0.15 * len(ids))))
-        val += ids[:n_val]
-        train += ids[n_val:]
-    return sorted(train), sorted(val)
 
 
 def _scan_summary(rows: list[dict], pool: str, threshold: float) -> dict:
@@ -101,6 +89,7 @@ def run_cv(
     data_dir: Path | None = None,
     save: bool = True,
     extra_train: str | None = None,
+    augment: str = "slice",
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -109,7 +98,7 @@ def run_cv(
 
     torch.set_num_threads(2)
     scans, items = _items(dataset, size, data_dir)
-    labels = {s.scan_id: s.label for s in scans}
+    by_id = {s.scan_id: s for s in scans}
     # The shipped model trains on both datasets: `extra_train` adds every scan of the other one to each training
     # fold (never to validation or test), so the CV measures that recipe.
     extra = list(_items(extra_train, size, data_dir)[1].values()) if extra_train else []
@@ -127,7 +116,7 @@ def run_cv(
     per_fold, pooled, pooled_other = [], {}, []
     started = time.time()
     for k, (train_ids, test_ids) in enumerate(mldata.kfold_ids(scans, k=folds, seed=seed)):
-        tr, va = _inner_split(train_ids, labels, seed + k)
+        tr, va = mldata.inner_split([by_id[i] for i in train_ids], seed=seed + k)
         t0 = time.time()
         model, history, best_epoch = fit(
             [items[i] for i in tr] + extra,
@@ -142,6 +131,7 @@ def run_cv(
             schedule=schedule,
             smooth=smooth,
             patience=patience,
+            augment=augment,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
         val = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=tta)
@@ -209,8 +199,13 @@ def run_cv(
         "freeze_blocks": freeze_blocks,
         "encoder": encoder,
         "extra_train": extra_train,
+        # Near-duplicate Head CT images (see ml.data.group_near_duplicates) never straddle folds.
+        "grouped": [
+            sorted(s.scan_id for s in scans if s.group == g) for g in sorted({s.group for s in scans if s.group})
+        ],
         "schedule": schedule,
         "smooth": smooth,
+        "augment": augment,
         "patience": patience,
         "tta": tta,
         "total_minutes": (time.time() - started) / 60,
@@ -438,6 +433,7 @@ def main(argv=None) -> int:
     cv.add_argument("--smooth", type=int, default=1)
     cv.add_argument("--patience", type=int, default=4)
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
+    cv.add_argument("--augment", choices=["series", "slice"], default="slice")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
@@ -465,6 +461,7 @@ def main(argv=None) -> int:
             tag=args.tag,
             encoder=args.encoder,
             extra_train=args.extra_train,
+            augment=args.augment,
         )
     elif args.cmd == "classical":
         run_classical()

@@ -26,7 +26,9 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
     import torch
 
     from ml.train import (
+        THRESHOLD_METHOD,
         choose_pooling_and_threshold,
+        choose_series_threshold,
         choose_tta,
         load_model,
         make_items,
@@ -47,8 +49,11 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
             bucket += [items[f"{layout}/{i}"] for i in split[part]]
     chosen, val_scores = choose_tta(model, parts["val"], device, tta)
     pooling, threshold, slice_threshold = choose_pooling_and_threshold(val_scores)
+    series_threshold = choose_series_threshold(val_scores, pooling)
+    decision = {"threshold": threshold, "slice_threshold": slice_threshold, "series_threshold": series_threshold}
     test_scores = score_items(model, parts["test"], device, tta=chosen)
-    previous = {k: card.get(k) for k in ("version", "tta", "scan_pooling", "threshold", "slice_threshold")}
+    keys = ("version", "tta", "scan_pooling", "threshold", "slice_threshold", "series_threshold")
+    previous = {k: card.get(k) for k in keys}
     previous["test_metrics"] = card["metrics"]["test"]
     base = card.get("calibration", {}).get("from_version") or card["version"]
     card.update(
@@ -58,18 +63,18 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
         if tta == "auto"
         else "fixed by the command",
         scan_pooling=pooling,
-        threshold=threshold,
-        slice_threshold=slice_threshold,
+        threshold_method=THRESHOLD_METHOD,
+        **decision,
         metrics={
-            "validation": summarise(val_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
-            "test": summarise(test_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
+            "validation": summarise(val_scores, pooling=pooling, **decision),
+            "test": summarise(test_scores, pooling=pooling, **decision),
         },
         calibration={
             "command": "python -m ml.calibrate " + " ".join(shlex.quote(a) for a in (argv or [])),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "from_version": base,
             "previous": previous,
-            "note": "weights unchanged; test-time augmentation, pooling and threshold re-chosen on validation only",
+            "note": "weights unchanged; test-time augmentation, pooling and thresholds re-chosen on validation only",
         },
     )
     card["output"]["scan_probability"] = f"pooling '{pooling}' (chosen on validation)"
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
         out=args.out,
         argv=argv,
     )
-    print(json.dumps({"version": card["version"], "tta": card["tta"], "threshold": card["threshold"]}))
+    print(json.dumps({k: card[k] for k in ("version", "tta", "threshold", "series_threshold")}))
     return 0
 
 

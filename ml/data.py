@@ -1,7 +1,9 @@
 """Readers for the dataset layouts, the preprocessed-slice cache and patient-grouped splits.
 
 Layouts (see ../shared/data/README.md):
-- head_ct: <id>.png + labels.csv ("id, hemorrhage", note the space); one slice per person.
+- head_ct: <id>.png + labels.csv ("id, hemorrhage", note the space). Its source says one slice per person, but some
+  images are the same slice twice or neighbouring slices of one scan (correlation of the model inputs >= 0.95):
+  `group_near_duplicates` puts those into one group so that splits never separate them.
 - ct_ich: Patients_CT/<NNN>/brain/<slice>.jpg + hemorrhage_diagnosis.csv (UTF-8 BOM); a patient is positive when any
   slice has No_Hemorrhage = 0; <slice>_HGE_Seg.jpg files are masks, not slices.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ml import paths
 from ml.preprocess import crop_resize, load_slice
@@ -33,6 +35,11 @@ class Scan:
     slice_paths: list[Path]
     slice_labels: list[int] | None = None  # per-slice labels where the dataset has them
     slice_names: list[str] = field(default_factory=list)
+    group: str = ""  # scans of one patient share a group; empty: the scan is its own group
+
+    @property
+    def group_id(self) -> str:
+        return self.group or self.scan_id
 
     @property
     def key(self) -> str:
@@ -40,7 +47,7 @@ class Scan:
 
 
 def read_head_ct(root: str | Path) -> list[Scan]:
-    """Kaggle 'Head CT - hemorrhage': one slice per person, labels.csv with columns 'id, hemorrhage'."""
+    """Kaggle 'Head CT - hemorrhage': one slice per image, labels.csv with columns 'id, hemorrhage'."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
@@ -150,30 +157,115 @@ def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transfo
     return out
 
 
+# Pearson correlation of 32 x 32 thumbnails of the model inputs. Across the 200 Head CT images the median pair is 0.67
+# and the 99th percentile 0.88; every pair at 0.95 or above that was looked at is one image twice (re-exported, another
+# window, cropped) or neighbouring slices of one scan, and no such group mixes labels.
+DUPLICATE_CORRELATION = 0.95
+
+
+def group_near_duplicates(
+    scans: Sequence[Scan], arrays: dict[str, np.ndarray], *, threshold: float = DUPLICATE_CORRELATION
+) -> list[list[str]]:
+    """Join single-image scans of one dataset whose model inputs are near-identical into one group (single linkage
+    over pairs with thumbnail correlation >= threshold) and set `scan.group`. Series keep their own group: a series
+    is one patient. Returns the groups with more than one member (sorted scan ids)."""
+    from PIL import Image
+
+    singles = [s for s in scans if len(s.slice_paths) == 1 and s.key in arrays]
+    found: list[list[str]] = []
+    for name in sorted({s.dataset for s in singles}):
+        group = [s for s in singles if s.dataset == name]
+        thumbs = []
+        for s in group:
+            t = np.asarray(Image.fromarray(arrays[s.key][0]).resize((32, 32), Image.BOX), dtype=np.float64).ravel()
+            thumbs.append((t - t.mean()) / (t.std() or 1.0))
+        x = np.stack(thumbs)
+        corr = x @ x.T / x.shape[1]
+        parent = list(range(len(group)))
+        for i, j in zip(*np.nonzero(np.triu(corr, 1) >= threshold), strict=True):
+            parent[_root(parent, int(i))] = _root(parent, int(j))
+        members: dict[int, list[Scan]] = {}
+        for i, s in enumerate(group):
+            members.setdefault(_root(parent, i), []).append(s)
+        for ms in members.values():
+            ids = sorted(m.scan_id for m in ms)
+            for m in ms:
+                m.group = ids[0] if len(ids) > 1 else ""
+            if len(ids) > 1:
+                found.append(ids)
+    return sorted(found)
+
+
+def _root(parent: list[int], i: int) -> int:
+    """Union-find root with path halving."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _class_groups(scans: Sequence[Scan], rng: np.random.Generator) -> list[tuple[int, list[list[str]]]]:
+    """Per class (a group's class is its highest label): its groups of scan ids, shuffled with `rng`. With only
+    one-scan groups this is the shuffled sorted ids of each class, as before groups existed."""
+    members: dict[str, list[Scan]] = {}
+    for s in sorted(scans, key=lambda s: s.scan_id):
+        members.setdefault(s.group_id, []).append(s)
+    out = []
+    for label in sorted({s.label for s in scans}):
+        groups = sorted([m.scan_id for m in ms] for ms in members.values() if max(m.label for m in ms) == label)
+        out.append((label, [groups[i] for i in rng.permutation(len(groups))]))
+    return out
+
+
 def split_ids(scans: Sequence[Scan], *, seed: int, fractions=(0.70, 0.15, 0.15)) -> dict[str, list[str]]:
-    """Stratified train/val/test split of scan ids. A scan is one patient in both datasets (Head CT holds one slice
-    per person; CT-ICH one series per patient), so this is a patient-grouped split. Each class is shuffled with the
-    seed and cut by the fractions (at least one scan of each class in val and test when the class has 3+)."""
+    """Stratified train/val/test split of scan ids that never separates a group (a patient: one CT-ICH series; one
+    Head CT image or its near-duplicates, see `group_near_duplicates`). Each class's groups are shuffled with the
+    seed and dealt to train, then validation, then test by scan count (at least one group of each class in val and
+    test when the class has 3+ scans)."""
     rng = np.random.default_rng(seed)
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for label in sorted({s.label for s in scans}):
-        ids = sorted(s.scan_id for s in scans if s.label == label)
-        ids = [ids[i] for i in rng.permutation(len(ids))]
-        n = len(ids)
+    for _label, groups in _class_groups(scans, rng):
+        n = sum(len(g) for g in groups)
         n_val = int(round(fractions[1] * n))
         n_test = int(round(fractions[2] * n))
         if n >= 3:
             n_val, n_test = max(1, n_val), max(1, n_test)
         n_train = n - n_val - n_test
-        parts["train"] += ids[:n_train]
-        parts["val"] += ids[n_train : n_train + n_val]
-        parts["test"] += ids[n_train + n_val :]
+        taken = {"train": 0, "val": 0}
+        for g in groups:
+            part = "train" if taken["train"] < n_train else "val" if taken["val"] < n_val else "test"
+            if part != "test":
+                taken[part] += len(g)
+            parts[part] += g
     return {k: sorted(v) for k, v in parts.items()}
 
 
+def inner_split(scans: Sequence[Scan], *, seed: int, fraction: float = 0.15) -> tuple[list[str], list[str]]:
+    """Stratified train/validation split inside a CV training fold (`fraction` of each class's scans, at least one
+    group, to validation), groups kept whole."""
+    rng = np.random.default_rng(seed)
+    train: list[str] = []
+    val: list[str] = []
+    for _label, groups in _class_groups(scans, rng):
+        n_val = max(1, int(round(fraction * sum(len(g) for g in groups))))
+        in_val = 0
+        for g in groups:
+            if in_val < n_val:
+                val += g
+                in_val += len(g)
+            else:
+                train += g
+    return sorted(train), sorted(val)
+
+
 def kfold_ids(scans: Sequence[Scan], *, k: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """Stratified k-fold over scans (= patients): list of (train ids, test ids)."""
+    """Stratified k-fold over patients: list of (train ids, test ids). Groups stay whole (StratifiedGroupKFold);
+    when every scan is its own group the folds are plain StratifiedKFold's, as before groups existed."""
     ids = np.array([s.scan_id for s in scans])
     labels = np.array([s.label for s in scans])
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(ids, labels)
+    groups = np.array([s.group_id for s in scans])
+    if len(set(groups.tolist())) < len(ids):
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(ids, labels, groups)
+    else:
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(ids, labels)
     return [(sorted(ids[a].tolist()), sorted(ids[b].tolist())) for a, b in folds]

@@ -52,14 +52,18 @@ def evaluate(
     scores = score_items(model, items, dev, tta=card.get("tta", "none"))
     pooling = card.get("scan_pooling", "mean")
     summary = summarise(
-        scores, pooling=pooling, threshold=float(card["threshold"]), slice_threshold=card.get("slice_threshold")
+        scores,
+        pooling=pooling,
+        threshold=float(card["threshold"]),
+        slice_threshold=card.get("slice_threshold"),
+        series_threshold=card.get("series_threshold"),
     )[layout]
     result = {
         "checkpoint": str(checkpoint),
         "version": card["version"],
         "layout": layout,
         "split": split,
-        "threshold": float(card["threshold"]),
+        "threshold": summary["scan"]["threshold"],  # the card's series threshold for a layout of series
         "scan_pooling": pooling,
         "masked_letters": mask_letters,
         "n_scans": summary["n_scans"],

@@ -39,16 +39,34 @@ def binary_metrics(y, p, threshold: float) -> dict:
 
 
 def youden_threshold(y, p) -> float:
-    """Threshold maximising sensitivity + specificity - 1 (ties: the middle of the best run of thresholds)."""
+    """Threshold maximising sensitivity + specificity - 1, placed in the middle of the gap it opens.
+
+    Every threshold in (next lower score, best ROC threshold] gives the same confusion matrix; the ROC threshold
+    itself is a score of the data (the lowest positive when validation separates perfectly), so a new case a hair
+    lower would flip. The midpoint of the gap, taken in log-odds for probabilities, keeps a margin on both sides.
+    Ties between ROC points: the middle of the best run."""
     y = np.asarray(y)
+    p = np.asarray(p, dtype=float)
     if len(np.unique(y)) < 2:
         return 0.5
     fpr, tpr, thr = roc_curve(y, p)
     j = tpr - fpr
     best = np.flatnonzero(j == j.max())
-    i = best[len(best) // 2]
-    t = float(thr[i])
-    return float(min(max(t, 1e-6), 1.0)) if np.isfinite(t) else 0.5
+    t = float(thr[best[len(best) // 2]])
+    if not np.isfinite(t):
+        return 0.5
+    below = p[p < t]
+    if len(below):
+        t = _midpoint(float(below.max()), t)
+    return float(min(max(t, 1e-6), 1.0))
+
+
+def _midpoint(a: float, b: float) -> float:
+    """Midpoint of a < b: in log-odds when both are probabilities strictly inside (0, 1), else arithmetic."""
+    if 0.0 < a < 1.0 and 0.0 < b < 1.0:
+        logit = (np.log(a / (1 - a)) + np.log(b / (1 - b))) / 2
+        return float(1 / (1 + np.exp(-logit)))
+    return (a + b) / 2
 
 
 def sensitivity_at_specificity(y, p, specificity: float = 0.90) -> float | None:

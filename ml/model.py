@@ -90,6 +90,12 @@ class HemoNet(nn.Module):
         return {"slice_logits": slice_logits, "scan_logits": scan_logits, "mask": mask_d}
 
 
+def decision_threshold(n_slices: int, threshold: float, series_threshold: float | None = None) -> float:
+    """The scan threshold for a scan of `n_slices`: the card's series threshold for a series (more than one slice)
+    where the card has one, else its threshold."""
+    return float(series_threshold) if series_threshold is not None and n_slices > 1 else float(threshold)
+
+
 def scan_probability(out: dict, pooling: str) -> torch.Tensor:
     """Per-scan probability from a forward output: 'head' (the scan head) or 'max_slice' (max slice probability),
     or 'mean' of both. Which one is chosen on validation and stored in the model card."""

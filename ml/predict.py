@@ -60,6 +60,8 @@ class Predictor:
         self.model, self.metadata = load_model(self.checkpoint_dir, self.device)
         self.version: str = self.metadata["version"]
         self.threshold: float = float(self.metadata["threshold"])
+        # Series (more than one slice) are judged at their own validation threshold where the card has one.
+        self.series_threshold: float | None = self.metadata.get("series_threshold")
         self.pooling: str = self.metadata.get("scan_pooling", "mean")
         self.size: int = int(self.metadata["input"]["size"])
         # Test-time augmentation the card was validated with ("hflip": logits averaged with the mirrored slices).
@@ -79,7 +81,7 @@ class Predictor:
         """One scan from already-loaded uint8 slices in the model window (ml.preprocess.load_slice)."""
         import torch
 
-        from ml.model import forward_tta, scan_probability
+        from ml.model import decision_threshold, forward_tta, scan_probability
 
         if not len(slices):
             raise ValueError("a scan needs at least one slice")
@@ -97,10 +99,11 @@ class Predictor:
         start = time.perf_counter()
         maps = self._gradcam(x, lengths) if heatmaps else []
         heatmap_time = time.perf_counter() - start
+        threshold = decision_threshold(len(images), self.threshold, self.series_threshold)
         return ScanResult(
             probability=prob,
-            label=bool(prob >= self.threshold),
-            threshold=self.threshold,
+            label=bool(prob >= threshold),
+            threshold=threshold,
             slice_probabilities=[float(p) for p in slice_p],
             heatmaps=maps,
             images=images,
@@ -117,7 +120,9 @@ class Predictor:
         b, t = x.shape[:2]
         with torch.no_grad():
             fmap = self.model.encoder(x.reshape(b * t, *x.shape[2:]))
-        with torch.enable_grad():
+        # cuDNN's RNN kernels refuse a backward pass in eval mode ("cudnn RNN backward can only be called in
+        # training mode"): on a GPU worker the recurrent layers run with cuDNN off for this pass only.
+        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
             feats = fmap.detach().requires_grad_(True)
             out = self.model.forward_features(feats, b, t, lengths)
             logits = out["slice_logits"][0]

@@ -60,8 +60,12 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"{cv['smooth']}-epoch mean selection")
     if cv.get("extra_train"):
         parts.append(f"+ all {cv['extra_train']} in training")
+    if cv.get("augment", "slice") == "series":
+        parts.append("per-series augmentation")
     if tta == "hflip":
         parts.append("flip TTA")
+    if cv.get("dataset") == "head_ct" and "grouped" not in cv:
+        parts.append("**folds not grouped: near-duplicate images leak, optimistic**")
     return ", ".join(parts)
 
 
@@ -109,6 +113,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     card = card or {}
     schedule = card.get("training", {}).get("schedule", "constant")
     encoder = card.get("architecture", {}).get("encoder", "lite0")
+    augment = card.get("training", {}).get("augment", "slice")
     tta = card.get("tta", "none")
     matches = [
         cv
@@ -120,7 +125,16 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     ]
     if not matches:
         return None
-    cv = max(matches, key=lambda r: (bool(r.get("extra_train")), r["_name"]))
+    # Closest first: leak-free folds, then the same augmentation, then trained on both datasets.
+    cv = max(
+        matches,
+        key=lambda r: (
+            "grouped" in r or dataset != "head_ct",
+            r.get("augment", "slice") == augment,
+            bool(r.get("extra_train")),
+            r["_name"],
+        ),
+    )
     if cv.get("tta", "none") == tta:
         return cv
     other = _other_tta(cv, tta)

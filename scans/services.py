@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import stat
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -29,6 +31,8 @@ from accounts.permissions import user_can_read_record, user_can_write, user_can_
 from accounts.services import record_audit_event
 from inference import imaging
 from scans.models import Case, Scan, ScanKind, Slice, clean_filename, private_storage, validate_patient_ref
+
+logger = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -128,6 +132,21 @@ IDENTIFYING_KEYWORDS = frozenset(
 
 class IngestError(ValidationError):
     """An upload was refused; ``message`` says why in words a clinician understands. Nothing was stored."""
+
+
+# HTTP status for a refused upload, by IngestError code, the same on the upload page and in the API: too big -> 413,
+# a type or form we do not analyse -> 415, anything else wrong with the content -> 400.
+TOO_LARGE_CODES = {"too_large", "zip_bomb", "zip_too_many", "too_many_slices"}
+UNSUPPORTED_CODES = {"unsupported_type", "unsupported_compression", "unsupported_dicom", "not_ct", "mixed"}
+
+
+def upload_error_status(error: IngestError) -> int:
+    """The HTTP status that answers a refused upload."""
+    if error.code in TOO_LARGE_CODES:
+        return 413
+    if error.code in UNSUPPORTED_CODES:
+        return 415
+    return 400
 
 
 @dataclass
@@ -367,7 +386,11 @@ def _detect(upload: _Upload) -> bool:
         upload.kind = "jpeg"
         return True
     try:
-        upload.dataset = imaging.read_dicom(upload.data)
+        upload.dataset = imaging.read_dicom(upload.data, allow_deflated=False)
+    except imaging.DicomUnsupported as exc:
+        raise IngestError(
+            f"{upload.name}: {exc}. Export the series uncompressed and upload it again.", code="unsupported_dicom"
+        ) from exc
     except imaging.DicomError as exc:
         if imaging.is_dicom_bytes(upload.data):
             raise IngestError(
@@ -382,7 +405,9 @@ def _detect(upload: _Upload) -> bool:
             code="unsupported_type",
         ) from exc
     ds = upload.dataset
-    if not _is_dicomdir(ds) and "SOPClassUID" not in ds and "Rows" not in ds:
+    with _malformed_dicom_refused(upload.name):
+        is_image = _is_dicomdir(ds) or "SOPClassUID" in ds or "Rows" in ds
+    if not is_image:
         # pydicom reads garbage after a "DICM" marker without complaint; what it finds is no image of any kind.
         raise IngestError(
             f"{upload.name} is a DICOM file that cannot be read: it is damaged or incomplete.", code="corrupt_dicom"
@@ -510,13 +535,69 @@ def _floats(value: Any) -> list[float] | None:
         return None
 
 
+@contextmanager
+def _malformed_dicom_refused(what: str) -> Iterator[None]:
+    """Refuse the upload when reading ``what`` fails in a way no check foresaw. pydicom converts tag values when
+    they are first used, so a malformed value (a multi-valued InstanceNumber, a non-numeric position, a wrong
+    length) fails wherever that is: a TypeError or ValueError from the file is the upload's fault, not a 500."""
+    try:
+        yield
+    except (IngestError, MemoryError):
+        raise
+    except Exception as exc:
+        logger.info("Refused a malformed DICOM upload (%s)", what, exc_info=True)
+        raise IngestError(
+            f"{what} cannot be read: a DICOM tag is malformed or the file is damaged ({exc.__class__.__name__}).",
+            code="corrupt_dicom",
+        ) from exc
+
+
+def _dicom_greyscale(upload: _Upload, seen: set[str]) -> Any:
+    """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image."""
+    ds = upload.dataset
+    if "PixelData" not in ds:
+        raise IngestError(f"{upload.name} is a DICOM file without an image.", code="no_pixels")
+    sop = str(ds.get("SOPInstanceUID", ""))
+    if sop and sop in seen:
+        raise IngestError(f"{upload.name} repeats a slice that is already in the upload.", code="duplicate")
+    seen.add(sop)
+    compression = imaging.undecodable_compression(ds)
+    if compression:
+        raise IngestError(
+            f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
+            "Export the series uncompressed and upload it again.",
+            code="unsupported_compression",
+        )
+    try:
+        # The header is checked before any pixel is decoded: a few bytes can declare gigapixels or many frames.
+        hu = imaging.to_hu(ds, max_pixels=settings.HEMO_MAX_IMAGE_PIXELS)
+        reason = imaging.ct_rejection_reason(ds, hu)
+    except imaging.DicomTooLarge as exc:
+        raise IngestError(f"{upload.name} is too large: {exc}.", code="too_large") from exc
+    except imaging.DicomUnsupported as exc:
+        raise IngestError(f"{upload.name}: {exc}.", code="unsupported_dicom") from exc
+    except imaging.DicomError as exc:
+        raise IngestError(f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom") from exc
+    if reason:
+        raise IngestError(f"{upload.name}: {reason}", code="not_ct")
+    greyscale = imaging.window_dicom(ds, hu)
+    del hu
+    # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
+    if getattr(ds, "_pixel_array", None) is not None:
+        ds._pixel_array = None
+    return greyscale
+
+
 def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
     if len(uploads) > settings.HEMO_MAX_SLICES:
         raise IngestError(
             f"The series has {len(uploads)} slices; at most {settings.HEMO_MAX_SLICES} are accepted.",
             code="too_many_slices",
         )
-    series = {str(u.dataset.get("SeriesInstanceUID", "")) for u in uploads}
+    series = set()
+    for upload in uploads:
+        with _malformed_dicom_refused(upload.name):
+            series.add(str(upload.dataset.get("SeriesInstanceUID", "")))
     if len(series) > 1:
         raise IngestError(
             f"The upload holds {len(series)} different DICOM series; upload one series at a time.",
@@ -525,71 +606,50 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
     seen: set[str] = set()
     greyscales = []  # uint8 windowed images, kept instead of float32 HU to bound memory on long series
     for upload in uploads:
-        ds = upload.dataset
-        if "PixelData" not in ds:
-            raise IngestError(f"{upload.name} is a DICOM file without an image.", code="no_pixels")
-        sop = str(ds.get("SOPInstanceUID", ""))
-        if sop and sop in seen:
-            raise IngestError(f"{upload.name} repeats a slice that is already in the upload.", code="duplicate")
-        seen.add(sop)
-        compression = imaging.undecodable_compression(ds)
-        if compression:
-            raise IngestError(
-                f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
-                "Export the series uncompressed and upload it again.",
-                code="unsupported_compression",
-            )
-        try:
-            hu = imaging.to_hu(ds)
-            reason = imaging.ct_rejection_reason(ds, hu)
-        except imaging.DicomError as exc:
-            raise IngestError(
-                f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom"
-            ) from exc
-        if reason:
-            raise IngestError(f"{upload.name}: {reason}", code="not_ct")
-        greyscales.append(imaging.window_dicom(ds, hu))
-        del hu
-        # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
-        if getattr(ds, "_pixel_array", None) is not None:
-            ds._pixel_array = None
-    order = imaging.sort_datasets([u.dataset for u in uploads])
+        with _malformed_dicom_refused(upload.name):
+            greyscales.append(_dicom_greyscale(upload, seen))
+    with _malformed_dicom_refused("The slice positions of the series"):
+        order = imaging.sort_datasets([u.dataset for u in uploads])
     prepared = []
     for i in order:
         upload, greyscale = uploads[i], greyscales[i]
-        ds = upload.dataset
-        meta = {
-            "rows": int(ds.get("Rows", 0) or 0) or None,
-            "columns": int(ds.get("Columns", 0) or 0) or None,
-            "rescale_slope": _float_or_none(ds.get("RescaleSlope", 1)),
-            "rescale_intercept": _float_or_none(ds.get("RescaleIntercept", 0)),
-            "pixel_spacing": _floats(ds.get("PixelSpacing")),
-            "slice_thickness": _float_or_none(ds.get("SliceThickness")),
-            "image_position": _floats(ds.get("ImagePositionPatient")),
-            "slice_position": imaging.slice_position(ds),
-            "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
-            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
-        }
-        sha = hashlib.sha256(upload.data).hexdigest()
-        _deidentify(ds)
-        buffer = io.BytesIO()
-        ds.save_as(buffer)
-        prepared.append(
-            _PreparedSlice(
-                name=upload.name,
-                data=buffer.getvalue(),
-                sha256=sha,
-                content_type="application/dicom",
-                greyscale=greyscale,
-                meta=meta,
-            )
-        )
+        with _malformed_dicom_refused(upload.name):
+            prepared.append(_dicom_prepared(upload, greyscale))
     first = uploads[order[0]].dataset
     details = {
         "gantry_tilt": _float_or_none(first.get("GantryDetectorTilt")),
         "manufacturer": str(first.get("Manufacturer", "")),
     }
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
+
+
+def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:
+    """What is stored for one checked DICOM slice: its geometry and the de-identified file."""
+    ds = upload.dataset
+    meta = {
+        "rows": int(ds.get("Rows", 0) or 0) or None,
+        "columns": int(ds.get("Columns", 0) or 0) or None,
+        "rescale_slope": _float_or_none(ds.get("RescaleSlope", 1)),
+        "rescale_intercept": _float_or_none(ds.get("RescaleIntercept", 0)),
+        "pixel_spacing": _floats(ds.get("PixelSpacing")),
+        "slice_thickness": _float_or_none(ds.get("SliceThickness")),
+        "image_position": _floats(ds.get("ImagePositionPatient")),
+        "slice_position": imaging.slice_position(ds),
+        "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+    }
+    sha = hashlib.sha256(upload.data).hexdigest()
+    _deidentify(ds)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return _PreparedSlice(
+        name=upload.name,
+        data=buffer.getvalue(),
+        sha256=sha,
+        content_type="application/dicom",
+        greyscale=greyscale,
+        meta=meta,
+    )
 
 
 def _png_bytes(greyscale: Any, *, thumbnail: bool) -> bytes:

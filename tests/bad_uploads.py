@@ -2,7 +2,7 @@
 
 ``BAD_INPUTS`` maps a case id to ``(files, code, words, settings)``: ``files()`` gives ``[(name, bytes)]`` to upload,
 ``code`` is the IngestError code (also the API's ``code``), ``words`` a part of the message the user sees, and
-``settings`` overrides needed to provoke the case. ``page_status(code)`` is what the upload page answers.
+``settings`` overrides needed to provoke the case. ``page_status(code)`` is what the upload page and the API answer.
 """
 
 from __future__ import annotations
@@ -12,18 +12,30 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, JPEGLSLossless, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    generate_uid,
+)
 
 SERIES_UID = generate_uid()
 
 
-def ct_dicom(*, pixels: bool = True, instance: int = 1, series_uid: str = SERIES_UID, size: int = 16) -> bytes:
-    """A small valid CT slice (signed 16-bit HU from air to bone) of ``series_uid``."""
+def ct_dicom(
+    *, pixels: bool = True, instance: int = 1, series_uid: str = SERIES_UID, size: int = 16, **tags: Any
+) -> bytes:
+    """A small valid CT slice (signed 16-bit HU from air to bone) of ``series_uid``. ``tags`` are set last: a header
+    that lies (Rows, NumberOfFrames) or holds values of the wrong multiplicity (InstanceNumber=[1, 2])."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -46,6 +58,8 @@ def ct_dicom(*, pixels: bool = True, instance: int = 1, series_uid: str = SERIES
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
     if pixels:
         ds.PixelData = np.linspace(-1000, 1000, size * size).astype("<i2").tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
@@ -65,6 +79,31 @@ def compressed_dicom() -> bytes:
     ds.file_meta.TransferSyntaxUID = undecodable[0]
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\x00" * 64 + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def rewritten_dicom(keyword: str, *, vr: str | None = None, value: bytes | None = None, **tags: Any) -> bytes:
+    """ct_dicom(**tags) with one element rewritten in the written bytes, keeping its length: a new VR (FD on text: a
+    value length that is no multiple of 8) or a new value (letters where numbers belong), which pydicom refuses to
+    write."""
+    data = ct_dicom(**tags)
+    tag = tag_for_keyword(keyword)
+    at = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF), 128)
+    if vr is not None:
+        data = data[: at + 4] + vr.encode() + data[at + 6 :]
+    if value is not None:
+        (length,) = struct.unpack("<H", data[at + 6 : at + 8])
+        assert len(value) == length, f"{keyword} holds {length} bytes"
+        data = data[: at + 8] + value + data[at + 8 + length :]
+    return data
+
+
+def deflated_dicom() -> bytes:
+    """A valid CT slice in the Deflated Explicit VR Little Endian transfer syntax (the whole data set zlib-deflated)."""
+    ds = pydicom.dcmread(io.BytesIO(ct_dicom()))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -140,6 +179,65 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
         "cannot be read",
         {},
     ),
+    # DICOM headers are checked before any pixel is decoded: a few bytes can declare gigapixels or many frames.
+    "dicom-declares-gigapixels": (
+        lambda: [("ct.dcm", ct_dicom(Rows=60_000, Columns=60_000))],
+        "too_large",
+        "is too large: it declares 60000x60000 pixels",
+        {},
+    ),
+    "dicom-over-max-image-pixels": (
+        lambda: [("ct.dcm", ct_dicom(size=64))],
+        "too_large",
+        "more than the limit of 1,000",
+        {"HEMO_MAX_IMAGE_PIXELS": 1000},
+    ),
+    "dicom-declares-many-frames": (
+        lambda: [("ct.dcm", ct_dicom(NumberOfFrames=1000))],
+        "unsupported_dicom",
+        "multi-frame DICOM (1000 frames) is not supported",
+        {},
+    ),
+    "dicom-deflated": (lambda: [("ct.dcm", deflated_dicom())], "unsupported_dicom", "Deflated Explicit VR", {}),
+    # Tags that pydicom reads but that fail where they are used: refused as damaged, never a 500.
+    "dicom-multivalued-instance-number": (
+        lambda: [("ct.dcm", ct_dicom(InstanceNumber=[1, 2]))],
+        "corrupt_dicom",
+        "ct.dcm cannot be read: a DICOM tag is malformed",
+        {},
+    ),
+    "dicom-multivalued-rescale-slope": (
+        lambda: [("ct.dcm", ct_dicom(RescaleSlope=[1, 1]))],
+        "corrupt_dicom",
+        "RescaleSlope and RescaleIntercept must be one number each",
+        {},
+    ),
+    "dicom-single-valued-orientation": (
+        lambda: [("ct.dcm", ct_dicom(ImageOrientationPatient=1))],
+        "corrupt_dicom",
+        "slice positions of the series cannot be read",
+        {},
+    ),
+    "dicom-letters-in-position": (
+        lambda: [
+            ("ct.dcm", rewritten_dicom("ImagePositionPatient", value=b"a\\b\\c ", ImagePositionPatient=["0", "0", "1"]))
+        ],
+        "corrupt_dicom",
+        "slice positions of the series cannot be read",
+        {},
+    ),
+    "dicom-wrong-length-value": (
+        lambda: [("ct.dcm", rewritten_dicom("KVP", vr="FD", KVP=120))],
+        "corrupt_dicom",
+        "ct.dcm cannot be read: a DICOM tag is malformed",
+        {},
+    ),
+    "dicom-malformed-file-meta": (
+        lambda: [("ct.dcm", rewritten_dicom("MediaStorageSOPClassUID", vr="FD"))],
+        "corrupt_dicom",
+        "ct.dcm cannot be read: a DICOM tag is malformed",
+        {},
+    ),
     "zip-nul-in-name": (lambda: [("series.zip", zip_with_nul_in_a_name())], "zip_unsafe_path", "unsafe path", {}),
     "zip-backslash-traversal": (
         lambda: [("series.zip", zip_bytes({"..\\..\\evil.dcm": ct_dicom()}))],
@@ -184,8 +282,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
 
 
 def page_status(code: str) -> int:
-    """The upload page's status for an IngestError code (the API answers 400 for all of them)."""
-    from scans.pages import upload_error_status
-    from scans.services import IngestError
+    """The status the upload page and the API answer for an IngestError code."""
+    from scans.services import IngestError, upload_error_status
 
     return upload_error_status(IngestError("x", code=code))

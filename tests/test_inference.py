@@ -226,6 +226,50 @@ def test_running_prediction_is_left_alone_unless_stale(
     assert taken_over.attempts == 2 and taken_over.is_finished  # the dead worker's job was taken over
 
 
+def test_a_prediction_whose_worker_keeps_dying_fails_after_max_attempts(case, clinician, fake_model_dir, settings):
+    from datetime import timedelta
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from tests.api.conftest import make_png
+
+    settings.HEMO_PREDICTION_MAX_ATTEMPTS = 2
+    model_version_register(path=fake_model_dir, activate=True)
+    scan = scan_ingest(case=case, user=clinician, files=[SimpleUploadedFile("s.png", make_png())])
+    prediction = prediction_request(scan=scan, user=clinician)
+    long_ago = timezone.now() - timedelta(seconds=settings.HEMO_PREDICTION_STALE_AFTER_S + 5)
+
+    def worker_died_during(attempt: int) -> None:
+        # What a worker killed mid-run (out of memory, a segfault in a native library) leaves behind: the row
+        # running since before the hard time limit; the broker redelivers the message (acks_late).
+        Prediction.objects.filter(pk=prediction.pk).update(
+            status=PredictionStatus.RUNNING, started=long_ago, attempts=attempt
+        )
+
+    def starts() -> int:
+        return AuditEvent.objects.filter(action=AuditAction.PREDICTION_START, target_id=str(prediction.pk)).count()
+
+    worker_died_during(1)
+    run_prediction(prediction_id=str(prediction.pk))  # below the cap: taken over, a second run
+    prediction.refresh_from_db()
+    assert prediction.attempts == 2 and starts() == 1 and "Stopped after" not in prediction.error_message
+    worker_died_during(2)
+    for _ in range(2):  # the redelivered message, then the stale check the task schedules: both find it failed
+        assert run_prediction(prediction_id=str(prediction.pk)) == PredictionStatus.FAILED
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.FAILED and prediction.attempts == 2 and starts() == 1
+    assert prediction.error_message.startswith("Stopped after 2 attempts that did not finish")
+    assert prediction.finished is not None
+    failures = AuditEvent.objects.filter(action=AuditAction.PREDICTION_FAIL, target_id=str(prediction.pk))
+    assert failures.filter(details__error__startswith="Stopped after 2 attempts").count() == 1
+    assert failures.get(details__error__startswith="Stopped").organization == case.organization
+    # Asking again is a fresh start with the full number of attempts.
+    retried = prediction_request(scan=scan, user=clinician)
+    assert retried.status == PredictionStatus.QUEUED and retried.attempts == 0
+    assert prediction_run(prediction_id=prediction.pk).attempts == 1 and starts() == 2
+
+
 def test_web_process_does_not_import_torch():
     import subprocess
     import sys

@@ -291,12 +291,14 @@ def test_model_page_shows_test_time_augmentation_and_calibration(clinician_clien
         tta="hflip",
         tta_method="chosen on validation",
         calibration={"command": "python -m ml.calibrate --tta auto", "note": "weights unchanged"},
+        series_threshold=0.123,
     )
     (fake_model_dir / "metadata.json").write_text(json.dumps(card))
     version, _ = model_version_register(path=fake_model_dir, activate=True)
     page = body(clinician_client.get(reverse("results:model", args=[version.pk])))
     assert "Test-time augmentation" in page and "hflip" in page and "chosen on validation" in page
     assert "python -m ml.calibrate --tta auto" in page and "weights unchanged" in page
+    assert '<span data-testid="series-threshold">0.123</span> for series' in page
 
 
 @pytest.mark.django_db

@@ -139,6 +139,53 @@ def test_admin_bulk_delete_is_audited(client, staff):
 
 
 @pytest.mark.django_db
+def test_admin_changes_are_audited_in_the_organization_of_the_edited_record(
+    client, staff, make_user, other_clinician, active_model
+):
+    from accounts.selectors import audit_event_list
+    from scans.services import case_create, scan_ingest
+
+    theirs = other_clinician.organization
+    assert staff.organization != theirs
+    staff_auditor = make_user(role="auditor", organization=staff.organization)
+    their_auditor = make_user(role="auditor", organization=theirs)
+    cases = [case_create(user=other_clinician, patient_ref=f"ELSE-{i:03d}") for i in range(4)]
+    scan = scan_ingest(case=cases[0], user=other_clinician, files=[ContentFile(make_png(), name="s.png")])
+    edited = client.post(
+        reverse("admin:scans_case_change", args=[cases[0].pk]),
+        {
+            "organization": str(theirs.pk),
+            "owner": str(other_clinician.pk),
+            "patient_ref": cases[0].patient_ref,
+            "title": "Renamed by staff",
+            "notes": "",
+            "scans-TOTAL_FORMS": "1",
+            "scans-INITIAL_FORMS": "1",
+            "scans-MIN_NUM_FORMS": "0",
+            "scans-MAX_NUM_FORMS": "1000",
+            "scans-0-id": str(scan.pk),
+            "scans-0-case": str(cases[0].pk),
+        },
+    )
+    assert edited.status_code == 302, edited.content.decode()[-2000:]
+    # A scan (its organization is its case's) and a case deleted one by one, two cases in bulk.
+    assert client.post(reverse("admin:scans_scan_delete", args=[scan.pk]), {"post": "yes"}).status_code == 302
+    assert client.post(reverse("admin:scans_case_delete", args=[cases[1].pk]), {"post": "yes"}).status_code == 302
+    bulk = client.post(
+        reverse("admin:scans_case_changelist"),
+        {"action": "delete_selected", "_selected_action": [str(c.pk) for c in cases[2:]], "post": "yes"},
+    )
+    assert bulk.status_code == 302
+    changed = {str(scan.pk), *(str(c.pk) for c in cases)}
+    events = _events(AuditAction.ADMIN_CHANGE, actor=staff)
+    assert {e.target_id for e in events} == changed and {e.organization for e in events} == {theirs}
+    assert {e.target_id for e in audit_event_list(user=their_auditor).filter(action=AuditAction.ADMIN_CHANGE)} == (
+        changed
+    )
+    assert not audit_event_list(user=staff_auditor).filter(action=AuditAction.ADMIN_CHANGE).exists()
+
+
+@pytest.mark.django_db
 def test_admin_bulk_delete_confirmation_page_deletes_and_audits_nothing(client, staff):
     kept = [Organization.objects.create(name=f"Kept {i}", slug=f"kept-{i}") for i in range(2)]
     response = client.post(

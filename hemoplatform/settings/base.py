@@ -187,6 +187,8 @@ HEMO_TASK_SOFT_TIME_LIMIT = env.int("HEMO_TASK_SOFT_TIME_LIMIT", default=900)
 HEMO_TASK_TIME_LIMIT = env.int("HEMO_TASK_TIME_LIMIT", default=HEMO_TASK_SOFT_TIME_LIMIT + 60)
 # A prediction left "running" longer than the hard limit cannot still be running: a redelivered task may take it over.
 HEMO_PREDICTION_STALE_AFTER_S = env.int("HEMO_PREDICTION_STALE_AFTER_S", default=HEMO_TASK_TIME_LIMIT + 60)
+# Runs of one prediction before it is marked failed: a job that crashes its worker must not be taken over forever.
+HEMO_PREDICTION_MAX_ATTEMPTS = max(1, env.int("HEMO_PREDICTION_MAX_ATTEMPTS", default=3))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Absolute folders: the web process and a worker started elsewhere must meet in the same place.
     _folders = {

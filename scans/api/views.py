@@ -35,7 +35,14 @@ from scans.api.serializers import (
 )
 from scans.models import Case, Scan
 from scans.selectors import case_get_visible, case_list_visible, scan_list_visible
-from scans.services import IngestError, case_create, case_record_view, case_update, slice_record_download
+from scans.services import (
+    IngestError,
+    case_create,
+    case_record_view,
+    case_update,
+    slice_record_download,
+    upload_error_status,
+)
 
 _PREDICTIONS = Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
 
@@ -121,7 +128,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         "The answer includes `prediction` (`queued`); poll its `url` until `succeeded` or `failed`.",
         request={"multipart/form-data": ScanUploadSerializer},
         filters=False,
-        responses={201: ScanSerializer, **error_responses(400, 401, 403, 404, 415, 429, 503)},
+        responses={201: ScanSerializer, **error_responses(400, 401, 403, 404, 413, 415, 429, 503)},
     )
     @action(
         detail=True,
@@ -146,7 +153,9 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         try:
             scan, prediction = scan_submit(case=case, user=request.user, files=files, request=request)
         except IngestError as exc:
-            raise exceptions.ValidationError({"files": list(exc.messages)}, code=exc.code or "invalid") from exc
+            refused = exceptions.ValidationError({"files": list(exc.messages)}, code=exc.code or "invalid")
+            refused.status_code = upload_error_status(exc)  # as on the upload page: 413 too big, 415 unsupported
+            raise refused from exc
         scan = scans_with_predictions(Scan.objects.filter(pk=scan.pk)).get()
         context = {**self.get_serializer_context(), "prediction": prediction}
         return Response(ScanSerializer(scan, context=context).data, status=status.HTTP_201_CREATED)

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from inference.models import Prediction
 from scans.models import Scan, Slice
 from tests.api.conftest import make_png
-from tests.bad_uploads import BAD_INPUTS, series
+from tests.bad_uploads import BAD_INPUTS, ct_dicom, page_status, series
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -48,7 +48,7 @@ def test_bad_upload_is_refused_with_a_message_and_nothing_stored(
     before = private_files()
     data = {"files": [SimpleUploadedFile(name, content) for name, content in files]} if files else {}
     response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/", data, format="multipart")
-    assert response.status_code == 400, response.content
+    assert response.status_code == page_status(code), response.content
     body = response.json()
     assert set(body) == {"detail", "code", "errors"}
     assert body["code"] == code, body
@@ -76,7 +76,35 @@ def test_upload_size_limit_comes_from_the_service(case, clinician, client_for, a
     response = client_for(clinician).post(
         f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
     )
-    assert response.status_code == 400 and response.json()["code"] == "too_large"
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "overrides", "status", "code"),
+    [
+        ("s.png", make_png(), {"HEMO_MAX_UPLOAD_MB": 0}, 413, "too_large"),
+        ("notes.png", b"this is a text file, not an image", {}, 415, "unsupported_type"),
+        ("x.gif", b"GIF89a not what we take", {}, 415, "unsupported_type"),
+        ("slice.png", make_png(128)[:70], {}, 400, "corrupt_image"),
+    ],
+)
+def test_api_answers_a_refused_upload_with_the_status_of_the_upload_page(
+    name, content, overrides, status, code, case, clinician, client_for, active_model, settings
+):
+    from django.test import Client
+    from django.urls import reverse
+
+    for setting, value in overrides.items():
+        setattr(settings, setting, value)
+    api = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile(name, content)]}, format="multipart"
+    )
+    page_client = Client()
+    page_client.force_login(clinician, backend="django.contrib.auth.backends.ModelBackend")
+    page = page_client.post(reverse("cases:upload", args=[case.pk]), {"files": SimpleUploadedFile(name, content)})
+    assert api.status_code == page.status_code == status, (api.content, page.status_code)
+    assert api.json()["code"] == code
+    assert not Scan.objects.exists()
 
 
 def test_json_body_is_refused_for_uploads(case, clinician, client_for, active_model):
@@ -162,7 +190,7 @@ def test_rerun_with_another_model_version_creates_a_prediction(
 
 
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
-def test_hostile_or_broken_upload_is_a_400_with_its_code_and_stores_nothing(
+def test_hostile_or_broken_upload_is_a_4xx_with_its_code_and_stores_nothing(
     kind, case, clinician, client_for, active_model, private_files, settings
 ):
     make_files, code, words, overrides = BAD_INPUTS[kind]
@@ -171,11 +199,31 @@ def test_hostile_or_broken_upload_is_a_400_with_its_code_and_stores_nothing(
     before = private_files()
     files = [SimpleUploadedFile(name, content) for name, content in make_files()]
     response = client_for(clinician).post(f"/api/v1/cases/{case.pk}/scans/", {"files": files}, format="multipart")
-    assert response.status_code == 400, response.content
+    assert response.status_code == page_status(code), response.content
+    assert 400 <= response.status_code < 500
     body = response.json()
     assert body["code"] == code and words in body["detail"], body
     assert not Scan.objects.exists() and not Slice.objects.exists() and not Prediction.objects.exists()
     assert private_files() == before
+
+
+def test_malformed_dicom_in_a_series_is_refused_and_what_was_stored_stays(
+    case, clinician, client_for, active_model, private_files
+):
+    url = f"/api/v1/cases/{case.pk}/scans/"
+    stored = client_for(clinician).post(
+        url, {"files": [SimpleUploadedFile("s.zip", _zip(series(2)))]}, format="multipart"
+    )
+    assert stored.status_code == 201, stored.content
+    files_before, slices_before = private_files(), set(Slice.objects.values_list("pk", "sha256"))
+    # Good slices and one whose InstanceNumber holds two values: pydicom reads it, int() of it raises TypeError.
+    archive = _zip({**series(2), "series/003.dcm": ct_dicom(instance=3, InstanceNumber=[3, 4])})
+    response = client_for(clinician).post(url, {"files": [SimpleUploadedFile("s.zip", archive)]}, format="multipart")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "corrupt_dicom" and "003.dcm cannot be read" in response.json()["detail"]
+    assert [str(pk) for pk in Scan.objects.values_list("pk", flat=True)] == [stored.json()["id"]]
+    assert set(Slice.objects.values_list("pk", "sha256")) == slices_before
+    assert private_files() == files_before
 
 
 def test_zip_upload_lists_the_files_it_skipped(case, clinician, client_for, active_model):

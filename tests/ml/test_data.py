@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from ml import data, paths
@@ -50,3 +54,67 @@ def test_split_is_disjoint_stratified_and_deterministic(data_root, seed):
     folds = data.kfold_ids(scans, k=3, seed=seed)
     tested = [i for _, te in folds for i in te]
     assert sorted(tested) == sorted(labels), "every patient is tested exactly once in k-fold CV"
+
+
+def _phantom_scans(n: int, duplicates: dict[int, int]) -> tuple[list[data.Scan], dict[str, np.ndarray]]:
+    """n single-image scans of distinct coarse textures (first half labelled positive); duplicates maps an index to
+    the index it copies, as a brighter, lower-contrast re-export would."""
+    scans, arrays = [], {}
+    for i in range(n):
+        label = int(i < n // 2)
+        source = duplicates.get(i, i)
+        img = np.kron(np.random.default_rng(source).random((12, 12)), np.ones((8, 8))) * 200
+        if i in duplicates:
+            img = np.clip(img * 0.9 + 12, 0, 255)
+        scan = data.Scan("head_ct", f"{i:03d}", label, [Path(f"{i:03d}.png")], [label])
+        scans.append(scan)
+        arrays[scan.key] = img.astype(np.uint8)[None]
+    return scans, arrays
+
+
+def test_near_duplicates_are_grouped_and_never_split_apart():
+    scans, arrays = _phantom_scans(20, {11: 3, 12: 3, 17: 14})
+    groups = data.group_near_duplicates(scans, arrays)
+    assert groups == [["003", "011", "012"], ["014", "017"]]
+    by_id = {s.scan_id: s for s in scans}
+    assert by_id["011"].group_id == by_id["003"].group_id == "003" and by_id["005"].group_id == "005"
+    group_of = {s.scan_id: s.group_id for s in scans}
+    for seed in range(6):
+        split = data.split_ids(scans, seed=seed)
+        parts = [{group_of[i] for i in split[p]} for p in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), split
+        assert sorted(split["train"] + split["val"] + split["test"]) == sorted(group_of)
+        for train, test in data.kfold_ids(scans, k=4, seed=seed):
+            assert not {group_of[i] for i in train} & {group_of[i] for i in test}
+        train, val = data.inner_split(scans, seed=seed)
+        assert not {group_of[i] for i in train} & {group_of[i] for i in val} and val
+
+
+def test_without_duplicates_the_grouped_split_equals_the_per_scan_split():
+    """Distinct images stay one group each, and a split then deals scans exactly as a per-scan split would."""
+    scans, arrays = _phantom_scans(20, {})
+    assert data.group_near_duplicates(scans, arrays) == []
+    split = data.split_ids(scans, seed=4)
+    rng = np.random.default_rng(4)
+    expected = {"train": [], "val": [], "test": []}
+    for label in (0, 1):
+        ids = sorted(s.scan_id for s in scans if s.label == label)
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        expected["train"] += ids[:6]  # 10 per class: round(1.5) = 2 each to val and test
+        expected["val"] += ids[6:8]
+        expected["test"] += ids[8:]
+    assert split == {k: sorted(v) for k, v in expected.items()}
+
+
+def test_head_ct_duplicates_found_and_the_shipped_split_keeps_them_together(data_root):
+    """Head CT holds the same slice twice under different ids (011 and 061 are one image; 188 and 189 too): the
+    grouping must find them, and the shipped model's card must never put one copy in training and one in test."""
+    scans = data.read_head_ct(data_root / "head_ct")
+    groups = data.group_near_duplicates(scans, data.load_slices(scans, size=128))
+    assert ["011", "061"] in groups and ["188", "189"] in groups
+    assert all(len({int(i) < 100 for i in g}) == 1 for g in groups), "a duplicate group never mixes labels"
+    card = json.loads((paths.default_checkpoint_dir() / "metadata.json").read_text())
+    group_of = {s.scan_id: s.group_id for s in scans}
+    split = card["splits"]["head_ct"]
+    parts = [{group_of[i] for i in split[p]} for p in ("train", "val", "test")]
+    assert not (parts[0] & parts[2] or parts[1] & parts[2] or parts[0] & parts[1])

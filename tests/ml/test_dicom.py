@@ -118,6 +118,18 @@ def test_sort_falls_back_to_instance_number_without_geometry():
     assert [int(ds.InstanceNumber) for ds in ranked] == [1, 2, 3, 4, 5, 6]
 
 
+def test_sort_keeps_file_order_without_geometry_or_instance_number(tmp_path):
+    """No position and no InstanceNumber (as in the CT-ICH HU exports): the natural file-name order stands, not the
+    SOPInstanceUID text order ("...10" sorts before "...9")."""
+    for i in range(11):
+        ds = make_ct(np.full((4, 4), float(i)), geometry=False)
+        del ds.InstanceNumber
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.{i + 1}"
+        ds.save_as(tmp_path / f"slice{i + 1}.dcm")
+    slices, names = preprocess.load_scan(tmp_path)
+    assert names == [f"slice{i + 1}.dcm" for i in range(11)]
+
+
 def test_series_folder_on_disk_is_ordered(tmp_path):
     series = _tilted_series(n=8, seed=1)
     names = [f"{i:02d}.dcm" for i in range(len(series))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ml.augment import augment_batch
@@ -99,3 +100,17 @@ def test_flip_tta_averages_both_views_and_is_mirror_invariant():
     torch.testing.assert_close(both["scan_logits"], (plain["scan_logits"] + mirrored["scan_logits"]) / 2)
     torch.testing.assert_close(both["slice_logits"], of_mirror["slice_logits"], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(plain["scan_logits"], both["scan_logits"])
+
+
+def test_series_augmentation_transforms_every_slice_of_a_series_alike():
+    one = torch.randn(1, 1, 32, 32)
+    x = one.repeat(8, 1, 1, 1)  # two series of four identical slices
+    out = augment_batch(x, training=True, generator=torch.Generator().manual_seed(3), series_length=4)
+    for series in (out[:4], out[4:]):
+        for s in series[1:]:
+            torch.testing.assert_close(s, series[0])
+    assert not torch.allclose(out[0], out[4]), "each series draws its own transform"
+    per_slice = augment_batch(x, training=True, generator=torch.Generator().manual_seed(3), series_length=1)
+    assert not torch.allclose(per_slice[0], per_slice[1])
+    with pytest.raises(ValueError, match="series of 3"):
+        augment_batch(x, training=True, series_length=3)

@@ -67,10 +67,14 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
     assert overlay_heatmap(result.images[1], result.heatmaps[1]).mode == "RGB"
     single = predictor.predict_slices([_slice(True, 99)], heatmaps=False)
     assert len(single.slice_probabilities) == 1 and single.heatmaps == []
+    # The validation split holds a bleeding and a clean series: series get their own threshold, images the scan one.
+    assert card["series_threshold"] is not None and predictor.series_threshold == card["series_threshold"]
+    assert result.threshold == card["series_threshold"] and single.threshold == card["threshold"]
 
     report = evaluate.evaluate(out, synthetic_root, "ct_ich", split="test")
     assert report["n_scans"] == len(card["splits"]["ct_ich"]["test"])
     assert report["scan"]["accuracy"] == pytest.approx(card["metrics"]["test"]["ct_ich"]["scan"]["accuracy"])
+    assert report["threshold"] == card["series_threshold"] == card["metrics"]["test"]["ct_ich"]["scan"]["threshold"]
 
     # Recalibration: same weights, decision rule re-chosen on validation, a new version, and a card that evaluate
     # and the Predictor both follow.
@@ -89,3 +93,25 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
     report2 = evaluate.evaluate(recal, synthetic_root, "ct_ich", split="test")
     assert report2["scan"]["accuracy"] == pytest.approx(card2["metrics"]["test"]["ct_ich"]["scan"]["accuracy"])
     assert report2["slice"]["auc"] == pytest.approx(card2["metrics"]["test"]["ct_ich"]["slice"]["auc"])
+
+
+def test_series_threshold_is_chosen_on_validation_series_alone():
+    def row(label, p, n):
+        return {"label": label, "slice_p": np.full(n, p), "scan": {"head": p}}
+
+    images = {f"i{k}": row(k % 2, 0.8 if k % 2 else 0.6, 1) for k in range(8)}  # images separate at 0.6-0.8
+    series = {"s0": row(1, 0.3, 30), "s1": row(0, 0.1, 30), "s2": row(1, 0.25, 20)}  # series at 0.1-0.3
+    assert mltrain.choose_series_threshold(images, "head") is None, "no validation series: the scan threshold rules"
+    # Between the clean series (0.1) and the lowest bleeding one (0.25), in log-odds: 1 / (1 + sqrt(9 * 3)) = 0.161.
+    assert mltrain.choose_series_threshold({**images, **series}, "head") == pytest.approx(1 / (1 + 27**0.5))
+    summary = mltrain.summarise(
+        {
+            **{f"head_ct/{k}": v | {"dataset": "head_ct", "slice_labels": None} for k, v in images.items()},
+            **{f"ct_ich/{k}": v | {"dataset": "ct_ich", "slice_labels": None} for k, v in series.items()},
+        },
+        pooling="head",
+        threshold=0.7,
+        series_threshold=0.25,
+    )
+    assert summary["head_ct"]["scan"]["threshold"] == 0.7 and summary["head_ct"]["scan"]["accuracy"] == 1.0
+    assert summary["ct_ich"]["scan"]["threshold"] == 0.25 and summary["ct_ich"]["scan"]["accuracy"] == 1.0
