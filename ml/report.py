@@ -172,7 +172,13 @@ def write_report(path: Path) -> None:
             f"- version `{card['version']}`, {card['parameters'] / 1e6:.2f} M parameters, input "
             f"{card['input']['size']} px, window {card['input']['window']['center']}/"
             f"{card['input']['window']['width']}, scan pooling `{card['scan_pooling']}`, test-time augmentation "
-            f"`{card.get('tta', 'none')}`, threshold {card['threshold']:.3f} (all three chosen on validation)",
+            f"`{card.get('tta', 'none')}`, threshold {card['threshold']:.3f}"
+            + (
+                f" for single images and {card['series_threshold']:.3f} for series"
+                if card.get("series_threshold") is not None
+                else ""
+            )
+            + " (all chosen on validation)",
             f"- command: `{card['command']}` (seed {card['seed']})",
             *(
                 [f"- recalibrated (weights unchanged) with `{card['calibration']['command']}`"]
