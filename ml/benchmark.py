@@ -90,6 +90,7 @@ def run_cv(
     save: bool = True,
     extra_train: str | None = None,
     augment: str = "slice",
+    window: int = 16,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -132,6 +133,7 @@ def run_cv(
             smooth=smooth,
             patience=patience,
             augment=augment,
+            window=window,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
         val = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=tta)
@@ -149,6 +151,11 @@ def run_cv(
             "minutes": (time.time() - t0) / 60,
             "scan": _scan_summary(rows, pool, threshold),
             "validation_scan_auc": metrics.auc([r["label"] for r in val_rows], [r["scan"][pool] for r in val_rows]),
+            # Out-of-fold scan probabilities under every pooling, so pooling rules can be compared afterwards.
+            "cases": {
+                key: {"label": int(r["label"]), **{p: round(float(v), 5) for p, v in r["scan"].items()}}
+                for key, r in test.items()
+            },
         }
         # The other test-time augmentation on the same weights, for the TTA comparison (pooling/threshold from
         # its own validation scores).
@@ -206,6 +213,7 @@ def run_cv(
         "schedule": schedule,
         "smooth": smooth,
         "augment": augment,
+        "window": window,
         "patience": patience,
         "tta": tta,
         "total_minutes": (time.time() - started) / 60,
@@ -434,6 +442,7 @@ def main(argv=None) -> int:
     cv.add_argument("--patience", type=int, default=4)
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
     cv.add_argument("--augment", choices=["series", "slice"], default="slice")
+    cv.add_argument("--window", type=int, default=16, help="training window in slices (0: each series whole)")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
@@ -462,6 +471,7 @@ def main(argv=None) -> int:
             encoder=args.encoder,
             extra_train=args.extra_train,
             augment=args.augment,
+            window=args.window,
         )
     elif args.cmd == "classical":
         run_classical()

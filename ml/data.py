@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from ml import paths
+from ml import paths, preprocess
 from ml.preprocess import crop_resize, load_slice
 
 LAYOUTS = ("head_ct", "ct_ich")
@@ -123,6 +123,22 @@ def dataset_roots(dataset: str, data_dir: str | Path) -> dict[str, Path]:
     return roots
 
 
+def preprocess_fingerprint(source: bytes | None = None) -> str:
+    """A short digest of the preprocessing code (ml/preprocess.py): part of every cache file name, so a change to
+    cropping, windowing or resizing never trains on arrays cached by the old code."""
+    if source is None:
+        source = Path(preprocess.__file__).read_bytes()
+    return hashlib.sha1(source).hexdigest()[:10]
+
+
+def cache_file(scans: Sequence[Scan], size: int) -> Path:
+    """Where the preprocessed slices of `scans` (one dataset) are cached: keyed by dataset, size, the scans and
+    their files, and the preprocessing code."""
+    name = scans[0].dataset
+    digest = hashlib.sha1("|".join(f"{s.key}:{len(s.slice_paths)}:{s.slice_paths[0]}" for s in scans).encode())
+    return paths.cache_dir() / f"{name}_{size}_{preprocess_fingerprint()}_{digest.hexdigest()[:12]}.npz"
+
+
 def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transform=None) -> dict[str, np.ndarray]:
     """Preprocessed uint8 slices (T x size x size) per scan key, cached under ml.paths.cache_dir().
 
@@ -134,8 +150,7 @@ def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transfo
     for scan in scans:
         by_dataset.setdefault(scan.dataset, []).append(scan)
     for name, group in by_dataset.items():
-        digest = hashlib.sha1("|".join(f"{s.key}:{len(s.slice_paths)}:{s.slice_paths[0]}" for s in group).encode())
-        file = paths.cache_dir() / f"{name}_{size}_v3_{digest.hexdigest()[:12]}.npz"
+        file = cache_file(group, size)
         if cache and transform is None and file.is_file():
             with np.load(file) as stored:
                 out.update({f"{name}/{k}": stored[k] for k in stored.files})

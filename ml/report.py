@@ -62,6 +62,8 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"+ all {cv['extra_train']} in training")
     if cv.get("augment", "slice") == "series":
         parts.append("per-series augmentation")
+    if cv.get("window", 16) <= 0:
+        parts.append("whole-series training")
     if tta == "hflip":
         parts.append("flip TTA")
     if cv.get("dataset") == "head_ct" and "grouped" not in cv:
@@ -114,6 +116,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     schedule = card.get("training", {}).get("schedule", "constant")
     encoder = card.get("architecture", {}).get("encoder", "lite0")
     augment = card.get("training", {}).get("augment", "slice")
+    window = card.get("training", {}).get("window", 16)
     tta = card.get("tta", "none")
     matches = [
         cv
@@ -121,6 +124,8 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         if cv["variant"] == "lstmgru"
         and cv.get("schedule", "constant") == schedule
         and cv.get("encoder", "lite0") == encoder
+        # The training window matters only where series are trained.
+        and (cv.get("window", 16) == window or "ct_ich" not in (cv.get("dataset"), cv.get("extra_train")))
         and (cv.get("tta", "none") == tta or _other_tta(cv, tta))
     ]
     if not matches:

@@ -79,14 +79,18 @@ def training_batches(
     items: list[Item], rng: random.Random, *, window: int, series_batch: int, image_batch: int
 ) -> list[list[tuple[Item, int, int]]]:
     """One epoch of batches: series are cut into windows of `window` slices (two per patient, one around a
-    positive slice when there is one), single images grouped `image_batch` at a time."""
+    positive slice when there is one), single images grouped `image_batch` at a time. window=0 takes each series
+    whole, once per epoch: the recurrent layers and the scan head then train on what they see at inference."""
     singles, windows = [], []
     for it in items:
         t = len(it.slices)
         if t == 1:
             singles.append((it, 0, 1))
             continue
-        length = min(window, t)
+        if window <= 0 or window >= t:
+            windows.append((it, 0, t))
+            continue
+        length = window
         starts = [rng.randrange(0, t - length + 1)]
         if it.slice_labels is not None and it.slice_labels.any():
             pos = int(rng.choice(np.flatnonzero(it.slice_labels).tolist()))
@@ -511,6 +515,12 @@ def parse_args(argv=None):
         default=3,
         help="keep the Lite0 stem and this many first blocks frozen (pretrained encoder only)",
     )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=16,
+        help="series are trained in windows of this many slices, two per series per epoch (0: each series whole)",
+    )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
     parser.add_argument("--limit", type=int, default=None, help="use only N scans per dataset (smoke tests)")
@@ -571,6 +581,7 @@ def main(argv=None) -> int:
         schedule=args.schedule,
         smooth=args.smooth,
         augment=args.augment,
+        window=args.window,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -644,6 +655,7 @@ def main(argv=None) -> int:
             else "none",
             "schedule": args.schedule,
             "augment": args.augment,
+            "window": max(0, args.window),  # slices per training window of a series; 0: each series whole
             "early_stopping": f"patience {args.patience} on the validation AUC score"
             + (f" (trailing mean over {args.smooth} epochs)" if args.smooth > 1 else ""),
             "history": history,

@@ -510,6 +510,22 @@ def test_upload_over_the_size_limit_is_413(clinician_client, case, active_model,
 
 
 @pytest.mark.django_db
+@override_settings(HEMO_MAX_UPLOAD_MB=1)
+def test_upload_far_over_the_limit_is_refused_from_its_length(clinician_client, case, active_model, private_files):
+    """3 MB against a 1 MB limit: refused from Content-Length before the body is read, on a page that says why and
+    leads back to the form; nothing stored."""
+    before = private_files()
+    big = ContentFile(b"\x89PNG\r\n\x1a\n" + b"\x00" * (3 * 1024 * 1024), name="big.png")
+    url = reverse("cases:upload", args=[case.pk])
+    response = clinician_client.post(url, {"files": big})
+    assert response.status_code == 413
+    text = body(response)
+    assert "Upload too large" in text and "the limit is 1 MB" in text and "Nothing was stored" in text
+    assert f'href="{url}"' in text
+    assert Scan.objects.count() == 0 and private_files() == before
+
+
+@pytest.mark.django_db
 def test_upload_without_an_active_model_stores_nothing(clinician_client, case, private_files, settings, tmp_path):
     settings.HEMO_MODEL_DIR = tmp_path / "no-model"
     before = private_files()

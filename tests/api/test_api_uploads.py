@@ -235,3 +235,22 @@ def test_zip_upload_lists_the_files_it_skipped(case, clinician, client_for, acti
     assert response.json()["slice_count"] == 3 and response.json()["skipped_files"] == ["LICENSE"]
     detail = client_for(clinician).get(response.json()["url"]).json()
     assert detail["skipped_files"] == ["LICENSE"] and detail["details"]["skipped_files"] == ["LICENSE"]
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(case, clinician, client_for, settings):
+    """A client declaring 50 GB gets 413 from its Content-Length alone: Django never spools the body to disk, and
+    nothing is stored (the short body actually sent is never parsed)."""
+    settings.HEMO_MAX_UPLOAD_MB = 1
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/",
+        {"files": [SimpleUploadedFile("s.png", make_png())]},
+        format="multipart",
+        CONTENT_LENGTH=str(50 * 1024**3),
+    )
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "The upload is 51200.0 MB; the limit is 1 MB.",
+        "code": "too_large",
+        "errors": {},
+    }
+    assert Scan.objects.count() == 0 and Slice.objects.count() == 0 and Prediction.objects.count() == 0

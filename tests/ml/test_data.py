@@ -118,3 +118,39 @@ def test_head_ct_duplicates_found_and_the_shipped_split_keeps_them_together(data
     split = card["splits"]["head_ct"]
     parts = [{group_of[i] for i in split[p]} for p in ("train", "val", "test")]
     assert not (parts[0] & parts[2] or parts[1] & parts[2] or parts[0] & parts[1])
+
+
+def _head_phantom_pngs(folder: Path, n: int) -> list[data.Scan]:
+    from PIL import Image
+
+    scans = []
+    for i in range(n):
+        img = np.zeros((96, 96), np.uint8)
+        yy, xx = np.mgrid[:96, :96]
+        img[(yy - 48) ** 2 / 40**2 + (xx - 48) ** 2 / 32**2 <= 1] = 90 + 20 * i
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+        scans.append(data.Scan("head_ct", f"{i:03d}", i % 2, [folder / f"{i:03d}.png"], [i % 2]))
+    return scans
+
+
+def test_slice_cache_is_keyed_by_the_preprocessing_code(tmp_path, monkeypatch):
+    """Cached inputs are reused only by the preprocessing code that made them: arrays cached under another
+    fingerprint (an older ml/preprocess.py) are never read back."""
+    monkeypatch.setenv("HEMO_CACHE_DIR", str(tmp_path / "cache"))
+    scans = _head_phantom_pngs(tmp_path, 3)
+    assert data.preprocess_fingerprint(b"crop = 1") != data.preprocess_fingerprint(b"crop = 2")
+    file = data.cache_file(scans, 64)
+    assert data.preprocess_fingerprint() in file.name
+    fresh = data.load_slices(scans, size=64)
+    assert file.is_file() and set(fresh) == {s.key for s in scans}
+    # A stale cache of the same scans under an old fingerprint holds wrong arrays: it must be ignored.
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    stale = file.with_name(file.name.replace(data.preprocess_fingerprint(), "0000000000"))
+    np.savez(stale, **{s.scan_id: np.full((1, 64, 64), 7, np.uint8) for s in scans})
+    file.unlink()
+    again = data.load_slices(scans, size=64)
+    assert all(np.array_equal(again[k], fresh[k]) for k in fresh)
+    assert not any((again[k] == 7).all() for k in again)
+    # And the current cache is read back as written.
+    np.savez(file, **{s.scan_id: np.full((1, 64, 64), 9, np.uint8) for s in scans})
+    assert all((v == 9).all() for v in data.load_slices(scans, size=64).values())

@@ -115,3 +115,26 @@ def test_series_threshold_is_chosen_on_validation_series_alone():
     )
     assert summary["head_ct"]["scan"]["threshold"] == 0.7 and summary["head_ct"]["scan"]["accuracy"] == 1.0
     assert summary["ct_ich"]["scan"]["threshold"] == 0.25 and summary["ct_ich"]["scan"]["accuracy"] == 1.0
+
+
+def test_training_windows_cover_series_whole_or_in_windows():
+    """window=16 cuts each series into two 16-slice windows (one of them around a bleeding slice); window=0 feeds
+    each series whole, once per epoch, as inference sees it. Single images are batched apart from series."""
+    import random
+
+    series = [
+        mltrain.Item(f"s{i}", "ct_ich", int(i == 0), np.zeros((30 + i, 8, 8), np.uint8), np.zeros(30 + i, np.int64))
+        for i in range(3)
+    ]
+    series[0].slice_labels[27] = 1
+    images = [mltrain.Item(f"i{i}", "head_ct", i % 2, np.zeros((1, 8, 8), np.uint8), None) for i in range(5)]
+    windowed = mltrain.training_batches(series + images, random.Random(0), window=16, series_batch=2, image_batch=4)
+    cuts = [w for b in windowed for w in b if len(w[0].slices) > 1]
+    assert len(cuts) == 6 and all(b - a == 16 for _, a, b in cuts)
+    assert any(it.key == "s0" and a <= 27 < b for it, a, b in cuts), "one window holds the bleeding slice"
+    whole = mltrain.training_batches(series + images, random.Random(0), window=0, series_batch=2, image_batch=4)
+    cuts = sorted((it.key, a, b) for batch in whole for it, a, b in batch if len(it.slices) > 1)
+    assert cuts == [("s0", 0, 30), ("s1", 0, 31), ("s2", 0, 32)]
+    singles = [batch for batch in whole if len(batch[0][0].slices) == 1]
+    assert sorted(len(b) for b in singles) == [1, 4]
+    assert all(len(it.slices) == 1 for b in singles for it, _, _ in b), "images and series never share a batch"

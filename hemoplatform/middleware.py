@@ -1,0 +1,43 @@
+"""Refuse a request body over the upload limit from its Content-Length, before Django reads or spools any of it.
+
+scans.services applies HEMO_MAX_UPLOAD_MB to what was uploaded, but by then Django has already written the whole body
+to a temporary file: a client declaring 50 GB would fill the disk first. This middleware answers 413 at once when
+the declared body exceeds the limit plus a margin for the multipart envelope and form fields, so bodies just over the
+limit still reach the service and get its exact message. Without a Content-Length (chunked bodies) the service's
+check still applies.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+MB = 1024 * 1024
+ENVELOPE_MARGIN = 1 * MB  # multipart boundaries, headers and ordinary form fields
+
+
+def declared_limit() -> int:
+    return settings.HEMO_MAX_UPLOAD_MB * MB + ENVELOPE_MARGIN
+
+
+class RequestSizeLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > declared_limit():
+            return self.refuse(request, declared)
+        return self.get_response(request)
+
+    @staticmethod
+    def refuse(request: HttpRequest, declared: int) -> HttpResponse:
+        message = f"The upload is {declared / MB:.1f} MB; the limit is {settings.HEMO_MAX_UPLOAD_MB} MB."
+        # Nothing of the body has been read: no view ran and nothing reached the storage.
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": message, "code": "too_large", "errors": {}}, status=413)
+        return render(request, "413.html", {"message": message, "back": request.path}, status=413)
