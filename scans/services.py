@@ -285,16 +285,30 @@ def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
             raise IngestError(f"The file {name} is empty.", code="empty")
         uploads.append(_Upload(name=name, data=data))
     expanded: list[_Upload] = []
+    # The expansion limits hold for the request as a whole: ten archives do not get ten budgets.
+    budget = _ZipBudget(_zip_limit(), settings.HEMO_ZIP_MAX_MEMBERS)
     for upload in uploads:
         if upload.data.startswith(ZIP_MAGICS):
-            expanded.extend(_expand_zip(upload))
+            expanded.extend(_expand_zip(upload, budget))
         else:
             expanded.append(upload)
     return expanded, [u.name for u in uploads]
 
 
+@dataclass
+class _ZipBudget:
+    """What the ZIP archives of one upload may still expand to: bytes and entries."""
+
+    bytes_left: int
+    members_left: int
+
+
 def _too_big(size: int, limit: int) -> str:
     return f"The upload is {size / MB:.1f} MB; the limit is {limit / MB:.0f} MB."
+
+
+def _zip_limit() -> int:
+    return settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB * MB
 
 
 def _unsafe_member_name(info: zipfile.ZipInfo) -> bool:
@@ -307,18 +321,20 @@ def _unsafe_member_name(info: zipfile.ZipInfo) -> bool:
     return normalized.startswith("/") or bool(re.match(r"^[A-Za-z]:", normalized)) or ".." in parts
 
 
-def _expand_zip(upload: _Upload) -> list[_Upload]:
+def _expand_zip(upload: _Upload, budget: _ZipBudget) -> list[_Upload]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(upload.data))
         infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
         raise IngestError(f"{upload.name} is not a readable ZIP archive ({exc}).", code="bad_zip") from exc
-    if len(infos) > settings.HEMO_ZIP_MAX_MEMBERS:
+    if len(infos) > budget.members_left:
         raise IngestError(
-            f"{upload.name} holds {len(infos)} entries; at most {settings.HEMO_ZIP_MAX_MEMBERS} are accepted.",
+            f"{upload.name} holds {len(infos)} entries; at most {settings.HEMO_ZIP_MAX_MEMBERS} are accepted "
+            "in one upload.",
             code="zip_too_many",
         )
-    max_total = settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB * MB
+    budget.members_left -= len(infos)
+    max_total = budget.bytes_left
     max_ratio = settings.HEMO_ZIP_MAX_RATIO
     members: list[zipfile.ZipInfo] = []
     total = 0
@@ -343,7 +359,9 @@ def _expand_zip(upload: _Upload) -> list[_Upload]:
         total += info.file_size
         if total > max_total:
             raise IngestError(
-                f"{upload.name} expands to more than {settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB} MB.", code="zip_bomb"
+                f"{upload.name} expands to more than {settings.HEMO_ZIP_MAX_UNCOMPRESSED_MB} MB"
+                + (" with the archives before it in this upload." if max_total < _zip_limit() else "."),
+                code="zip_bomb",
             )
         # Real images compress a few times at most; extreme ratios are how decompression bombs work.
         if info.file_size > MB and info.file_size > max_ratio * max(info.compress_size, 1):
@@ -357,6 +375,7 @@ def _expand_zip(upload: _Upload) -> list[_Upload]:
         raise IngestError(f"{upload.name} looks like a decompression bomb.", code="zip_bomb")
     if not members:
         raise IngestError(f"The ZIP archive {upload.name} contains no files.", code="empty")
+    budget.bytes_left -= total
     expanded = []
     for info in members:
         try:

@@ -272,6 +272,22 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
         "at most 3 are accepted",
         {"HEMO_ZIP_MAX_MEMBERS": 3},
     ),
+    # The ZIP limits hold for one upload as a whole: two archives each within them, together over them.
+    "zips-over-max-members-together": (
+        lambda: [("a.zip", zip_bytes(dict(list(series(4).items())[:2]))), ("b.zip", zip_bytes(series(2)))],
+        "zip_too_many",
+        "at most 3 are accepted in one upload",
+        {"HEMO_ZIP_MAX_MEMBERS": 3},
+    ),
+    "zips-expanding-over-the-limit-together": (
+        lambda: [
+            ("a.zip", zip_bytes({"a.dcm": ct_dicom(size=600, instance=1)})),
+            ("b.zip", zip_bytes({"b.dcm": ct_dicom(size=600, instance=2)})),
+        ],
+        "zip_bomb",
+        "expands to more than 1 MB with the archives before it",
+        {"HEMO_ZIP_MAX_UNCOMPRESSED_MB": 1},
+    ),
     "zip-over-max-slices": (
         lambda: [("series.zip", zip_bytes(series(4)))],
         "too_many_slices",
