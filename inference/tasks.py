@@ -6,7 +6,7 @@ from django.conf import settings
 
 from hemoplatform.celery import hemo_task
 from inference.models import PredictionStatus
-from inference.services import prediction_run
+from inference.services import prediction_requeue_stale, prediction_run
 
 
 @hemo_task()
@@ -25,3 +25,10 @@ def run_prediction(*, prediction_id: str) -> str:
             kwargs={"prediction_id": str(prediction_id)}, countdown=settings.HEMO_PREDICTION_STALE_AFTER_S + 5
         )
     return prediction.status
+
+
+@hemo_task()
+def requeue_stale_predictions() -> int:
+    """Celery beat's periodic sweep (settings.CELERY_BEAT_SCHEDULE): enqueue again the predictions whose message
+    may be lost (queued longer than HEMO_REQUEUE_QUEUED_FOR_S, or running past the hard limit). Returns how many."""
+    return len(prediction_requeue_stale(queued_for_s=settings.HEMO_REQUEUE_QUEUED_FOR_S))

@@ -45,8 +45,9 @@ pids=()
 stop() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop INT TERM EXIT
 
-"$VENV/bin/celery" -A hemoplatform worker -Q "${HEMO_WORKER_QUEUES:-cpu,gpu}" --concurrency=1 \
-  --loglevel=INFO --logfile="$HEMO_VAR_DIR/log/worker.log" &
+# -B: the worker also runs Celery beat, which re-enqueues predictions whose message was lost (HEMO_REQUEUE_EVERY_S).
+"$VENV/bin/celery" -A hemoplatform worker -B -s "$HEMO_VAR_DIR/celerybeat-schedule" \
+  -Q "${HEMO_WORKER_QUEUES:-cpu,gpu}" --concurrency=1 --loglevel=INFO --logfile="$HEMO_VAR_DIR/log/worker.log" &
 pids+=($!)
 "$VENV/bin/gunicorn" hemoplatform.wsgi:application --bind "$HOST:$PORT" --workers 2 --timeout 120 \
   --access-logfile "$HEMO_VAR_DIR/log/access.log" --error-logfile "$HEMO_VAR_DIR/log/web.log" &

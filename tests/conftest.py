@@ -307,14 +307,19 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
                 pytest.fail(f"the Celery worker did not answer ping in 90 s:\n{log_path.read_text()[-4000:]}")
         yield node
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if os.environ.get("HEMO_KEEP_WORKER_LOG"):
             shutil.copy(log_path, REPO_ROOT / "var" / "test-worker.log")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (a Celery worker's warm shutdown), then SIGKILL after `timeout` seconds."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.5) -> bool:

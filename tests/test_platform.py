@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, stop_process
 
 
 def test_health_ok_when_database_broker_and_model_are(client, db, settings, fake_model_dir):
@@ -180,33 +180,115 @@ def test_embedded_default_sqlite_and_filesystem_broker_with_a_separate_worker(tm
             stderr=subprocess.STDOUT,
         )
     try:
-        script = tmp_path / "embedded.py"
-        script.write_text(EMBEDDED_SCRIPT)
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import django, runpy, sys; django.setup(); runpy.run_path(sys.argv[1], run_name='__main__')",
-                str(script),
-            ],
-            cwd=REPO_ROOT,
-            env={**env, "EMBEDDED_IMAGE": str(head_ct_png)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
-        result = json.loads(line.removeprefix("RESULT "))
+        result = _run_script(EMBEDDED_SCRIPT, tmp_path, {**env, "EMBEDDED_IMAGE": str(head_ct_png)})
         assert result["status"] == "succeeded", (result, log_path.read_text()[-3000:])
         assert 0.0 <= result["probability"] <= 1.0
         assert result["heatmaps"] == 1
         assert (tmp_path / "var" / "db.sqlite3").is_file()
         assert (tmp_path / "var" / "broker" / "control").is_dir()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
+
+
+LOST_MESSAGE_SCRIPT = textwrap.dedent(
+    """
+    import json, os, pathlib
+    from django.conf import settings
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from accounts.models import Organization, User
+    from inference.services import scan_submit
+    from scans.services import case_create
+
+    org = Organization.objects.create(name="Lost", slug="lost")
+    user = User.objects.create_user("doc", "doc@example.org", "x-long-passphrase-1", organization=org)
+    case = case_create(user=user, patient_ref="LOST-001")
+    with open(os.environ["EMBEDDED_IMAGE"], "rb") as handle:
+        scan, prediction = scan_submit(case=case, user=user, files=[SimpleUploadedFile("slice.png", handle.read())])
+    # The broker loses the message (a crash before it reached disk, a flushed Redis): delete it.
+    queue = pathlib.Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_out"])
+    lost = [path for path in queue.iterdir() if path.is_file()]
+    for path in lost:
+        path.unlink()
+    print("RESULT " + json.dumps({"id": str(prediction.pk), "lost": len(lost), "status": prediction.status}))
+    """
+)
+
+POLL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, time
+    from inference.models import Prediction
+
+    prediction = Prediction.objects.get(pk=os.environ["PREDICTION_ID"])
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not prediction.is_finished:
+        time.sleep(1)
+        prediction.refresh_from_db()
+    print("RESULT " + json.dumps({"status": prediction.status, "error": prediction.error_message}))
+    """
+)
+
+
+def _run_script(source: str, tmp_path: Path, env: dict[str, str]) -> dict:
+    script = tmp_path / f"script_{abs(hash(source))}.py"
+    script.write_text(source)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django, runpy, sys; django.setup(); runpy.run_path(sys.argv[1], run_name='__main__')",
+            str(script),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.mark.slow
+def test_beat_in_the_worker_recovers_a_prediction_whose_message_was_lost(tmp_path, head_ct_png, model_dir):
+    """The worker as scripts/up.sh starts it (`worker -B`): Celery beat sweeps for predictions queued too long and
+    enqueues them again, so a prediction whose broker message was lost still finishes without anyone acting."""
+    env = _clean_env(
+        DJANGO_SETTINGS_MODULE="hemoplatform.settings.local",
+        HEMO_VAR_DIR=str(tmp_path / "var"),
+        HEMO_MODEL_DIR=str(model_dir),
+        HEMO_REQUEUE_EVERY_S="2",
+        HEMO_REQUEUE_QUEUED_FOR_S="1",
+        PYTHONUNBUFFERED="1",
+        EMBEDDED_IMAGE=str(head_ct_png),
+    )
+    assert _manage(["migrate", "--noinput", "-v", "0"], env).returncode == 0
+    submitted = _run_script(LOST_MESSAGE_SCRIPT, tmp_path, env)
+    assert submitted["lost"] == 1 and submitted["status"] == "queued"
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hemoplatform",
+                "worker",
+                "-B",
+                "-s",
+                str(tmp_path / "var" / "celerybeat-schedule"),
+                "--concurrency=1",
+                "--loglevel=INFO",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        result = _run_script(POLL_SCRIPT, tmp_path, {**env, "PREDICTION_ID": submitted["id"]})
+        assert result["status"] == "succeeded", (result, log_path.read_text()[-3000:])
+        assert "requeue_stale_predictions" in log_path.read_text()
+    finally:
+        stop_process(worker)

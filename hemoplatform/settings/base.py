@@ -191,6 +191,16 @@ HEMO_TASK_TIME_LIMIT = env.int("HEMO_TASK_TIME_LIMIT", default=HEMO_TASK_SOFT_TI
 HEMO_PREDICTION_STALE_AFTER_S = env.int("HEMO_PREDICTION_STALE_AFTER_S", default=HEMO_TASK_TIME_LIMIT + 60)
 # Runs of one prediction before it is marked failed: a job that crashes its worker must not be taken over forever.
 HEMO_PREDICTION_MAX_ATTEMPTS = max(1, env.int("HEMO_PREDICTION_MAX_ATTEMPTS", default=3))
+# Celery beat (scripts/up.sh runs it inside the worker, compose as its own service) enqueues again, every
+# HEMO_REQUEUE_EVERY_S, predictions queued for longer than HEMO_REQUEUE_QUEUED_FOR_S whose message may be lost.
+HEMO_REQUEUE_EVERY_S = env.int("HEMO_REQUEUE_EVERY_S", default=300)
+HEMO_REQUEUE_QUEUED_FOR_S = env.int("HEMO_REQUEUE_QUEUED_FOR_S", default=600)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-predictions": {
+        "task": "inference.tasks.requeue_stale_predictions",
+        "schedule": float(HEMO_REQUEUE_EVERY_S),
+    }
+}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Absolute folders: the web process and a worker started elsewhere must meet in the same place.
     _folders = {
