@@ -90,7 +90,7 @@ def run_cv(
     save: bool = True,
     extra_train: str | None = None,
     augment: str = "slice",
-    window: int = 16,
+    window: int = 0,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -442,7 +442,7 @@ def main(argv=None) -> int:
     cv.add_argument("--patience", type=int, default=4)
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
     cv.add_argument("--augment", choices=["series", "slice"], default="slice")
-    cv.add_argument("--window", type=int, default=16, help="training window in slices (0: each series whole)")
+    cv.add_argument("--window", type=int, default=0, help="training window in slices (0: each series whole)")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")

@@ -190,6 +190,10 @@ def write_report(path: Path) -> None:
                 if card.get("calibration")
                 else []
             ),
+            "- series in training: "
+            + (
+                "each whole, once per epoch" if t.get("window", 16) <= 0 else f"windows of {t.get('window', 16)} slices"
+            ),
             f"- CPU training time: {t['train_minutes']:.1f} min of training ({t['epochs_run']} epochs, best "
             f"{t['best_epoch']}) + {t['preprocess_minutes']:.1f} min preprocessing, {t['hardware']}",
             "",

@@ -281,7 +281,7 @@ def fit(
     device: torch.device,
     patience: int = 4,
     lr: float = 3e-4,
-    window: int = 16,
+    window: int = 0,
     max_minutes: float | None = None,
     progress: bool = True,
     log=print,
@@ -518,8 +518,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--window",
         type=int,
-        default=16,
-        help="series are trained in windows of this many slices, two per series per epoch (0: each series whole)",
+        default=0,
+        help="0 (default): each series whole, once per epoch, as inference sees it; N: windows of N slices, two per "
+        "series per epoch (the recipe before the fourth session)",
     )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
