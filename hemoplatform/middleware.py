@@ -13,7 +13,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-MB = 1024 * 1024
+from scans.services import MB, too_big_message
+
 ENVELOPE_MARGIN = 1 * MB  # multipart boundaries, headers and ordinary form fields
 
 
@@ -36,7 +37,7 @@ class RequestSizeLimitMiddleware:
 
     @staticmethod
     def refuse(request: HttpRequest, declared: int) -> HttpResponse:
-        message = f"The upload is {declared / MB:.1f} MB; the limit is {settings.HEMO_MAX_UPLOAD_MB} MB."
+        message = too_big_message(declared, settings.HEMO_MAX_UPLOAD_MB * MB)  # the service's own wording
         # Nothing of the body has been read: no view ran and nothing reached the storage.
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": message, "code": "too_large", "errors": {}}, status=413)

@@ -269,7 +269,7 @@ def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
         raise IngestError("No file was uploaded.", code="empty")
     declared = sum(int(getattr(f, "size", 0) or 0) for f in files)
     if declared > limit:
-        raise IngestError(_too_big(declared, limit), code="too_large")
+        raise IngestError(too_big_message(declared, limit), code="too_large")
     uploads: list[_Upload] = []
     total = 0
     for f in files:
@@ -280,7 +280,7 @@ def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
         data = f.read(limit - total + 1)
         total += len(data)
         if total > limit:
-            raise IngestError(_too_big(total, limit), code="too_large")
+            raise IngestError(too_big_message(total, limit), code="too_large")
         if not data:
             raise IngestError(f"The file {name} is empty.", code="empty")
         uploads.append(_Upload(name=name, data=data))
@@ -303,7 +303,7 @@ class _ZipBudget:
     members_left: int
 
 
-def _too_big(size: int, limit: int) -> str:
+def too_big_message(size: int, limit: int) -> str:
     return f"The upload is {size / MB:.1f} MB; the limit is {limit / MB:.0f} MB."
 
 
