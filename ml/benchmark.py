@@ -91,6 +91,8 @@ def run_cv(
     extra_train: str | None = None,
     augment: str = "slice",
     window: int = 0,
+    ema: float = 0.0,
+    min_epochs: int = 1,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
     import torch
@@ -134,6 +136,8 @@ def run_cv(
             patience=patience,
             augment=augment,
             window=window,
+            ema=ema,
+            min_epochs=min_epochs,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
         val = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=tta)
@@ -214,6 +218,8 @@ def run_cv(
         "smooth": smooth,
         "augment": augment,
         "window": window,
+        "ema": ema,
+        "min_epochs": min_epochs,
         "patience": patience,
         "tta": tta,
         "total_minutes": (time.time() - started) / 60,
@@ -443,6 +449,8 @@ def main(argv=None) -> int:
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
     cv.add_argument("--augment", choices=["series", "slice"], default="slice")
     cv.add_argument("--window", type=int, default=0, help="training window in slices (0: each series whole)")
+    cv.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the weights (decay)")
+    cv.add_argument("--min-epochs", type=int, default=1, help="the first epoch that may be kept")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
@@ -472,6 +480,8 @@ def main(argv=None) -> int:
             extra_train=args.extra_train,
             augment=args.augment,
             window=args.window,
+            ema=args.ema,
+            min_epochs=args.min_epochs,
         )
     elif args.cmd == "classical":
         run_classical()

@@ -21,6 +21,8 @@ from PIL import Image
 
 from ml import paths, preprocess
 
+GRADCAM_CHUNK = 32  # slices whose Grad-CAM gradients share one backward pass
+
 
 @dataclass
 class ScanResult:
@@ -91,13 +93,19 @@ class Predictor:
         lengths = torch.tensor([len(images)])
         load_time = time.perf_counter() - start
         start = time.perf_counter()
+        fmap = None
         with torch.inference_mode():
-            out = forward_tta(self.model, x, lengths, self.tta)
+            if self.tta == "none":
+                # One encoder pass serves the prediction and the heat maps (its feature map is kept).
+                out = self.model(x, lengths, return_features=heatmaps)
+                fmap = out.get("features")
+            else:
+                out = forward_tta(self.model, x, lengths, self.tta)
             slice_p = torch.softmax(out["slice_logits"].float(), -1)[0, :, 1].cpu().numpy()
             prob = float(scan_probability(out, self.pooling)[0])
         inference_time = time.perf_counter() - start
         start = time.perf_counter()
-        maps = self._gradcam(x, lengths) if heatmaps else []
+        maps = self._gradcam(x, lengths, fmap) if heatmaps else []
         heatmap_time = time.perf_counter() - start
         threshold = decision_threshold(len(images), self.threshold, self.series_threshold)
         return ScanResult(
@@ -110,25 +118,40 @@ class Predictor:
             timings={"load": load_time, "inference": inference_time, "heatmap": heatmap_time},
         )
 
-    def _gradcam(self, x, lengths) -> list[np.ndarray]:
-        """Grad-CAM on the last conv feature map for each slice's hemorrhage logit (of the unmirrored view, also
-        under flip test-time augmentation, so the map lines up with the image shown). Gradients are enabled only
-        for this pass and only from the feature map onwards (the encoder runs without autograd)."""
+    def _gradcam(self, x, lengths, fmap=None) -> list[np.ndarray]:
+        """Grad-CAM per slice: slice i's map weighs slice i's last conv feature map by the gradient of slice i's own
+        hemorrhage logit (of the unmirrored view, also under flip test-time augmentation, so the map lines up with
+        the image shown). The recurrent layers let every slice's features move every other slice's logit; summing
+        the logits before differentiating would paint on slice i whatever in it raised any slice's evidence.
+
+        The head starts with a spatial mean of the feature map, so the channel weights are the gradients with
+        respect to that mean. The per-slice gradients come from few backward passes: the scan runs as a batch of
+        identical copies, copy i contributes only slice i's logit, and the copies are independent sequences, so
+        copy i's gradient is slice i's own. Copies go in chunks to bound memory on long series. The encoder runs
+        without autograd; `fmap`, when given, is its feature map from the prediction pass (not run again)."""
         import torch
         import torch.nn.functional as F
 
         b, t = x.shape[:2]
-        with torch.no_grad():
-            fmap = self.model.encoder(x.reshape(b * t, *x.shape[2:]))
+        if fmap is None:
+            with torch.no_grad():
+                fmap = self.model.encoder(x.reshape(b * t, *x.shape[2:]))
+        fmap = fmap.clone()  # out of inference mode, so it may enter an autograd graph's arithmetic
+        pooled = fmap.mean(dim=(2, 3))  # T x C
+        weights = torch.empty_like(pooled)
         # cuDNN's RNN kernels refuse a backward pass in eval mode ("cudnn RNN backward can only be called in
         # training mode"): on a GPU worker the recurrent layers run with cuDNN off for this pass only.
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            feats = fmap.detach().requires_grad_(True)
-            out = self.model.forward_features(feats, b, t, lengths)
-            logits = out["slice_logits"][0]
-            (logits[:, 1] - logits[:, 0]).sum().backward()
-            weights = feats.grad.mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * feats.detach()).sum(1, keepdim=True))
+            for start in range(0, t, GRADCAM_CHUNK):
+                rows = torch.arange(start, min(t, start + GRADCAM_CHUNK), device=pooled.device)
+                k = len(rows)
+                copies = pooled.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)  # k copies x T slices x C
+                out = self.model.forward_features(copies.reshape(k * t, -1, 1, 1), k, t, lengths.repeat(k))
+                own = torch.arange(k, device=pooled.device)
+                logits = out["slice_logits"][own, rows]  # copy j: slice start + j
+                (logits[:, 1] - logits[:, 0]).sum().backward()
+                weights[rows] = copies.grad[own, rows]  # d logit_i / d mean feature of slice i
+        cam = F.relu((weights[:, :, None, None] * fmap).sum(1, keepdim=True))
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         # One scale per scan: slices with little evidence stay dim instead of being stretched to full range.
         peak = float(cam.max())

@@ -10,6 +10,7 @@ on validation, threshold and scan pooling chosen on validation. Writes model.pt 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import math
@@ -289,13 +290,19 @@ def fit(
     schedule: str = "constant",
     smooth: int = 1,
     augment: str = "slice",
+    ema: float = 0.0,
+    min_epochs: int = 1,
 ) -> tuple[HemoNet, list[dict], int]:
     """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch).
 
     schedule="cosine" anneals the learning rate from `lr` to 2 % of it over `epochs` (after one warm-up epoch at a
     third); smooth=k keeps the weights of the epoch whose trailing k-epoch mean validation score is best, so one
     lucky epoch on a tiny validation set does not pick the checkpoint. augment="series" draws one rotation / zoom /
-    flip / contrast jitter per training window (all its slices alike), "slice" one per slice."""
+    flip / contrast jitter per training window (all its slices alike), "slice" one per slice. ema=d > 0 validates
+    and keeps an exponential moving average of the weights (decay d, warmed up as (1 + t) / (10 + t) over the
+    first steps) instead of the raw weights, so the kept checkpoint does not hang on one step's noise.
+    min_epochs=m: no epoch before the m-th is kept (nor counts towards patience): in the first epochs the heads are
+    near their random start, and a tiny validation set can still rank them best by chance."""
     from tqdm import tqdm
 
     set_seed(seed)
@@ -318,6 +325,7 @@ def fit(
     started = time.time()
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     scores: list[float] = []
+    averaged = EmaWeights(model, ema) if ema > 0 else None
     for epoch in range(1, epochs + 1):
         factor = lr_factor(schedule, epoch, epochs)
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
@@ -336,12 +344,15 @@ def fit(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
+            if averaged is not None:
+                averaged.update(model)
             total_loss += loss.item()
             total_correct += correct
             total_n += n
             n_batches += 1
             bar.set_postfix(loss=f"{total_loss / n_batches:.3f}")
-        val = score_items(model, val_items, device)
+        kept = averaged.model(model) if averaged is not None else model
+        val = score_items(kept, val_items, device)
         val_pred = [(v["scan"]["mean"] >= 0.5) == bool(v["label"]) for v in val.values()]
         scores.append(validation_score(val))
         score = float(np.mean(scores[-smooth:]))
@@ -359,12 +370,12 @@ def fit(
         history.append(row)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
         time_up = max_minutes is not None and (time.time() - started) / 60 > max_minutes
-        # A trailing mean needs its full window: the first smooth - 1 epochs are never kept on a partial mean
-        # (unless the time budget ends the run before any epoch qualified).
-        eligible = epoch >= min(smooth, epochs) or (time_up and best_state is None)
+        # A trailing mean needs its full window: the first smooth - 1 epochs are never kept on a partial mean, nor
+        # any before min_epochs (unless the time budget ends the run before any epoch qualified).
+        eligible = epoch >= min(max(smooth, min_epochs), epochs) or (time_up and best_state is None)
         if eligible and score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
         elif eligible:
             stale += 1
             if stale >= patience:
@@ -376,6 +387,32 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     return model, history, best_epoch
+
+
+class EmaWeights:
+    """An exponential moving average of a model's parameters and batch-norm buffers (integer buffers are copied)."""
+
+    def __init__(self, model: HemoNet, decay: float):
+        self.decay, self.steps = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._copy: HemoNet | None = None
+
+    @torch.no_grad()
+    def update(self, model: HemoNet) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.state[k].copy_(v)
+
+    def model(self, like: HemoNet) -> HemoNet:
+        """A model (one copy, reused) holding the averaged weights, in eval mode."""
+        if self._copy is None:
+            self._copy = copy.deepcopy(like)
+        self._copy.load_state_dict(self.state)
+        return self._copy.eval()
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -493,6 +530,10 @@ def parse_args(argv=None):
     parser.add_argument("--no-recurrent", action="store_true", help="CNN-only ablation (no LSTM/GRU)")
     parser.add_argument("--no-pretrained", action="store_true", help="encoder from random init")
     parser.add_argument("--patience", type=int, default=4, help="epochs without a better smoothed score")
+    parser.add_argument(
+        "--ema", type=float, default=0.0, help="keep an exponential moving average of the weights with this decay"
+    )
+    parser.add_argument("--min-epochs", type=int, default=1, help="the first epoch that may be kept")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument(
         "--smooth", type=int, default=1, help="select the epoch by the trailing mean of this many validation scores"
@@ -583,6 +624,8 @@ def main(argv=None) -> int:
         smooth=args.smooth,
         augment=args.augment,
         window=args.window,
+        ema=args.ema,
+        min_epochs=args.min_epochs,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -658,7 +701,9 @@ def main(argv=None) -> int:
             "augment": args.augment,
             "window": max(0, args.window),  # slices per training window of a series; 0: each series whole
             "early_stopping": f"patience {args.patience} on the validation AUC score"
-            + (f" (trailing mean over {args.smooth} epochs)" if args.smooth > 1 else ""),
+            + (f" (trailing mean over {args.smooth} epochs)" if args.smooth > 1 else "")
+            + (f", no epoch before {args.min_epochs} kept" if args.min_epochs > 1 else ""),
+            "ema_decay": args.ema,  # 0: the raw weights; d: an exponential moving average of them is kept
             "history": history,
             "train_minutes": round(train_seconds / 60, 2),
             "preprocess_minutes": round(prep_seconds / 60, 2),

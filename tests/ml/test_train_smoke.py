@@ -138,3 +138,109 @@ def test_training_windows_cover_series_whole_or_in_windows():
     singles = [batch for batch in whole if len(batch[0][0].slices) == 1]
     assert sorted(len(b) for b in singles) == [1, 4]
     assert all(len(it.slices) == 1 for b in singles for it, _, _ in b), "images and series never share a batch"
+
+
+def test_weight_average_follows_the_weights_with_a_warm_up_and_copies_integer_buffers():
+    import torch
+
+    from ml.model import HemoNet
+
+    model = HemoNet(encoder="small", recurrent=True, embed=8, hidden=4, dropout=0.0, pretrained=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    averaged = mltrain.EmaWeights(model, decay=0.99)
+    name = next(n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    counters = {k: v for k, v in model.state_dict().items() if not v.is_floating_point()}
+    assert counters, "the small encoder has batch norm, so integer buffers (num_batches_tracked)"
+    for v in counters.values():
+        v.fill_(7)
+    averaged.update(model)  # warm-up decay min(0.99, 2 / 11)
+    assert torch.allclose(averaged.state[name], torch.full_like(averaged.state[name], 1 - 2 / 11))
+    averaged.update(model)  # then 3 / 12
+    expected = 0.25 * (1 - 2 / 11) + 0.75
+    assert torch.allclose(averaged.state[name], torch.full_like(averaged.state[name], expected))
+    assert all(int(averaged.state[k].flatten()[0]) == 7 for k in counters)
+    copy_ = averaged.model(model)
+    assert copy_ is not model and not copy_.training
+    assert torch.allclose(dict(copy_.named_parameters())[name], torch.full_like(averaged.state[name], expected))
+    assert torch.all(dict(model.named_parameters())[name] == 1.0), "the trained model's own weights are untouched"
+
+
+def test_fit_keeps_no_epoch_before_min_epochs():
+    """With min_epochs=3 of 3, the kept checkpoint is the last epoch's, whatever validation says of the first two;
+    with the moving average on, the returned weights are the average, not the last step's."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    items = [
+        mltrain.Item(f"i{i}", "head_ct", i % 2, rng.integers(0, 255, (1, 24, 24), dtype=np.uint8), None)
+        for i in range(8)
+    ]
+    config = {"encoder": "small", "recurrent": True, "embed": 8, "hidden": 4, "dropout": 0.0, "pretrained": False}
+    kwargs = dict(model_config=config, epochs=3, seed=0, device=torch.device("cpu"), progress=False, log=lambda s: None)
+    model, history, best = mltrain.fit(items[:6], items[6:], min_epochs=3, ema=0.9, **kwargs)
+    assert best == 3 and len(history) == 3
+    raw, _, _ = mltrain.fit(items[:6], items[6:], min_epochs=3, **kwargs)
+    first = next(iter(model.state_dict()))
+    assert not torch.equal(model.state_dict()[first], raw.state_dict()[first]), "the average is what is kept"
+
+
+def _tiny_checkpoint(folder, *, recurrent=True, size=32):
+    import torch
+
+    from ml.model import HemoNet
+
+    torch.manual_seed(0)
+    config = {"encoder": "small", "recurrent": recurrent, "in_channels": 1, "embed": 16, "hidden": 8, "dropout": 0.0}
+    folder.mkdir()
+    mltrain.save_state_dict(HemoNet(**config, pretrained=False), folder / "model.pt")
+    card = {"architecture": config, "version": "tiny", "threshold": 0.5, "input": {"size": size}}
+    (folder / "metadata.json").write_text(json.dumps(card))
+    return folder
+
+
+def _reference_gradcam(model, x, own_logit: bool):
+    """Grad-CAM by brute force: one backward pass per slice through the whole feature map (own_logit) or the
+    gradient of the sum of every slice's logit (the rule before the fifth session)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = x.shape[1]
+    lengths = torch.tensor([t])
+    with torch.no_grad():
+        fmap = model.encoder(x.reshape(t, *x.shape[2:]))
+    cams = []
+    for i in range(t) if own_logit else [None]:
+        feats = fmap.clone().requires_grad_(True)
+        logits = model.forward_features(feats, 1, t, lengths)["slice_logits"][0]
+        margin = logits[:, 1] - logits[:, 0]
+        (margin[i] if own_logit else margin.sum()).backward()
+        cam = F.relu((feats.grad.mean(dim=(2, 3), keepdim=True) * fmap).sum(1, keepdim=True))
+        cams.append(cam[i : i + 1] if own_logit else cam)
+    cam = F.interpolate(torch.cat(cams), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return (cam / cam.max()).numpy()
+
+
+def test_each_slice_heat_map_follows_that_slice_own_logit(tmp_path, monkeypatch):
+    """Through the recurrent layers every slice's features move every slice's logit: slice i's map must come from
+    slice i's logit alone (checked against one backward pass per slice), in chunks or not."""
+    import torch
+
+    import ml.predict as mlpredict
+    from ml import preprocess
+
+    predictor = Predictor(_tiny_checkpoint(tmp_path / "ckpt"), device="cpu")
+    slices = [_slice(i in (2, 3), 40 + i) for i in range(5)]
+    result = predictor.predict_slices(slices)
+    x = torch.from_numpy(np.stack([preprocess.normalise(im) for im in result.images]))[None, :, None]
+    expected = _reference_gradcam(predictor.model, x, own_logit=True)
+    assert np.allclose(np.stack(result.heatmaps), expected, atol=1e-4)
+    summed = _reference_gradcam(predictor.model, x, own_logit=False)
+    assert not np.allclose(summed, expected, atol=1e-3), "the test must tell the two rules apart"
+    monkeypatch.setattr(mlpredict, "GRADCAM_CHUNK", 2)
+    chunked = predictor.predict_slices(slices)
+    assert np.allclose(np.stack(chunked.heatmaps), expected, atol=1e-4)
