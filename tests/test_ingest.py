@@ -97,6 +97,34 @@ def test_dicom_series_as_zip_gives_the_same_scan(case, clinician, ge_series_path
     assert as_files.sha256 == scan.sha256  # same content, same checksum, however it arrived
 
 
+def test_jpeg2000_compressed_series_is_accepted_and_kept_lossless(case, clinician, upload):
+    """A series exported with lossless JPEG 2000 (common from PACS) is ingested: sorted, de-identified, and its
+    stored slices decode to the very pixels that were uploaded."""
+    from pydicom.uid import JPEG2000Lossless
+
+    from tests.bad_uploads import ct_dicom
+
+    series_uid = pydicom.uid.generate_uid()
+    originals = {}
+    for instance in (3, 1, 2):
+        ds = pydicom.dcmread(io.BytesIO(ct_dicom(instance=instance, series_uid=series_uid, size=64)))
+        ds.PatientName = "Doe^Jane"
+        originals[instance] = ds.pixel_array.copy()
+        ds.compress(JPEG2000Lossless)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        originals[f"bytes{instance}"] = buffer.getvalue()
+    files = [upload(originals[f"bytes{i}"], name=f"slice{i}.dcm") for i in (3, 1, 2)]
+    scan = scan_ingest(case=case, user=clinician, files=files)
+    assert scan.kind == ScanKind.DICOM_SERIES and scan.slice_count == 3
+    for index, slice_ in enumerate(scan.slices.order_by("index")):
+        with slice_.file.open("rb") as handle:
+            stored = pydicom.dcmread(handle)
+        assert "PatientName" not in stored
+        assert stored.InstanceNumber == index + 1, "slices in anatomical order"
+        assert (stored.pixel_array == originals[index + 1]).all()
+
+
 def test_ot_dicom_with_hu_pixels_is_accepted(case, clinician, data_dir, upload):
     paths = sorted((data_dir / "dicom" / "ct_ich_hu_slices" / "images").glob("*.dcm"))
     if not paths:

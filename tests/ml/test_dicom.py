@@ -83,6 +83,25 @@ def test_dicom_slice_goes_through_the_model_window():
     np.testing.assert_array_equal(from_dicom, preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
 
 
+@pytest.mark.parametrize("syntax", ["JPEG2000Lossless", "RLELossless"])
+def test_losslessly_compressed_dicom_gives_the_same_model_input(syntax):
+    """PACS exports are often compressed: lossless JPEG 2000 (decoded by pylibjpeg-openjpeg) and RLE (pydicom's own
+    decoder) give exactly the HU and model input of the uncompressed file."""
+    import pydicom.uid
+
+    hu = np.rint(head_phantom_hu(128, bleed=True))
+    plain = make_ct(hu)
+    compressed = make_ct(hu)
+    compressed.compress(getattr(pydicom.uid, syntax))
+    data = to_bytes(compressed)
+    assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == getattr(pydicom.uid, syntax)
+    assert len(data) < len(to_bytes(plain))
+    np.testing.assert_array_equal(dicom.to_hu(pydicom.dcmread(io.BytesIO(data))), hu)
+    np.testing.assert_array_equal(
+        preprocess.load_slice(io.BytesIO(data)), preprocess.load_slice(io.BytesIO(to_bytes(plain)))
+    )
+
+
 def _tilted_series(n=12, tilt_deg=18.5, seed=0):
     rng = np.random.default_rng(seed)
     t = np.radians(tilt_deg)
