@@ -449,6 +449,7 @@ def main(argv=None) -> int:
     cv.add_argument("--tta", choices=["none", "hflip"], default="none")
     cv.add_argument("--augment", choices=["series", "slice"], default="slice")
     cv.add_argument("--window", type=int, default=0, help="training window in slices (0: each series whole)")
+    cv.add_argument("--size", type=int, default=preprocess.DEFAULT_SIZE, help="input size in pixels")
     cv.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the weights (decay)")
     cv.add_argument("--min-epochs", type=int, default=1, help="the first epoch that may be kept")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
@@ -482,6 +483,7 @@ def main(argv=None) -> int:
             window=args.window,
             ema=args.ema,
             min_epochs=args.min_epochs,
+            size=args.size,
         )
     elif args.cmd == "classical":
         run_classical()

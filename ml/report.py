@@ -62,8 +62,14 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"+ all {cv['extra_train']} in training")
     if cv.get("augment", "slice") == "series":
         parts.append("per-series augmentation")
-    if cv.get("window", 16) <= 0:
+    if cv.get("window", 16) <= 0 and "ct_ich" in (cv.get("dataset"), cv.get("extra_train")):
         parts.append("whole-series training")
+    if cv.get("ema", 0) > 0:
+        parts.append(f"weight average (decay {cv['ema']})")
+    if cv.get("min_epochs", 1) > 1:
+        parts.append(f"kept from epoch {cv['min_epochs']}")
+    if cv.get("size", 128) != 128:
+        parts.append(f"{cv['size']} px")
     if tta == "hflip":
         parts.append("flip TTA")
     if cv.get("dataset") == "head_ct" and "grouped" not in cv:
@@ -117,6 +123,8 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     encoder = card.get("architecture", {}).get("encoder", "lite0")
     augment = card.get("training", {}).get("augment", "slice")
     window = card.get("training", {}).get("window", 16)
+    ema = card.get("training", {}).get("ema_decay", 0.0)
+    size = card.get("input", {}).get("size", 128)
     tta = card.get("tta", "none")
     matches = [
         cv
@@ -126,6 +134,8 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         and cv.get("encoder", "lite0") == encoder
         # The training window matters only where series are trained.
         and (cv.get("window", 16) == window or "ct_ich" not in (cv.get("dataset"), cv.get("extra_train")))
+        and cv.get("ema", 0.0) == ema
+        and cv.get("size", 128) == size
         and (cv.get("tta", "none") == tta or _other_tta(cv, tta))
     ]
     if not matches:
