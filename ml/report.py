@@ -50,6 +50,11 @@ def _cv_runs(dataset: str) -> list[dict]:
     return sorted(runs, key=lambda r: (r.get("schedule", "constant") != "constant", r["_name"]))
 
 
+def _trains_series(cv: dict) -> bool:
+    """Whether a CV run trains on CT series (CT-ICH), where the training window matters."""
+    return "ct_ich" in (cv.get("dataset"), cv.get("extra_train"))
+
+
 def _recipe(cv: dict, tta: str) -> str:
     parts = [
         "LSTM-GRU" if cv["variant"] == "lstmgru" else "CNN only",
@@ -62,7 +67,7 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"+ all {cv['extra_train']} in training")
     if cv.get("augment", "slice") == "series":
         parts.append("per-series augmentation")
-    if cv.get("window", 16) <= 0 and "ct_ich" in (cv.get("dataset"), cv.get("extra_train")):
+    if cv.get("window", 16) <= 0 and _trains_series(cv):
         parts.append("whole-series training")
     if cv.get("ema", 0) > 0:
         parts.append(f"weight average (decay {cv['ema']})")
@@ -133,7 +138,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         and cv.get("schedule", "constant") == schedule
         and cv.get("encoder", "lite0") == encoder
         # The training window matters only where series are trained.
-        and (cv.get("window", 16) == window or "ct_ich" not in (cv.get("dataset"), cv.get("extra_train")))
+        and (cv.get("window", 16) == window or not _trains_series(cv))
         and cv.get("ema", 0.0) == ema
         and cv.get("size", 128) == size
         and (cv.get("tta", "none") == tta or _other_tta(cv, tta))

@@ -105,16 +105,15 @@ def test_jpeg2000_compressed_series_is_accepted_and_kept_lossless(case, clinicia
     from tests.bad_uploads import ct_dicom
 
     series_uid = pydicom.uid.generate_uid()
-    originals = {}
+    pixels, files = {}, []
     for instance in (3, 1, 2):
         ds = pydicom.dcmread(io.BytesIO(ct_dicom(instance=instance, series_uid=series_uid, size=64)))
         ds.PatientName = "Doe^Jane"
-        originals[instance] = ds.pixel_array.copy()
+        pixels[instance] = ds.pixel_array.copy()
         ds.compress(JPEG2000Lossless)
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        originals[f"bytes{instance}"] = buffer.getvalue()
-    files = [upload(originals[f"bytes{i}"], name=f"slice{i}.dcm") for i in (3, 1, 2)]
+        files.append(upload(buffer.getvalue(), name=f"slice{instance}.dcm"))
     scan = scan_ingest(case=case, user=clinician, files=files)
     assert scan.kind == ScanKind.DICOM_SERIES and scan.slice_count == 3
     for index, slice_ in enumerate(scan.slices.order_by("index")):
@@ -122,7 +121,7 @@ def test_jpeg2000_compressed_series_is_accepted_and_kept_lossless(case, clinicia
             stored = pydicom.dcmread(handle)
         assert "PatientName" not in stored
         assert stored.InstanceNumber == index + 1, "slices in anatomical order"
-        assert (stored.pixel_array == originals[index + 1]).all()
+        assert (stored.pixel_array == pixels[index + 1]).all()
 
 
 def test_ot_dicom_with_hu_pixels_is_accepted(case, clinician, data_dir, upload):
