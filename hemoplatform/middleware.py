@@ -3,8 +3,9 @@
 scans.services applies HEMO_MAX_UPLOAD_MB to what was uploaded, but by then Django has already written the whole body
 to a temporary file: a client declaring 50 GB would fill the disk first. This middleware answers 413 at once when
 the declared body exceeds the limit plus a margin for the multipart envelope and form fields, so bodies just over the
-limit still reach the service and get its exact message. Without a Content-Length (chunked bodies) the service's
-check still applies.
+limit still reach the service and get its exact message. The declared length is safe to trust: Django's WSGI request
+reads at most CONTENT_LENGTH bytes of the body (a LimitedStream), and none at all when the header is missing, as in a
+chunked request, so no body larger than the one declared here is ever read or spooled.
 """
 
 from __future__ import annotations
