@@ -3,9 +3,11 @@
 scans.services applies HEMO_MAX_UPLOAD_MB to what was uploaded, but by then Django has already written the whole body
 to a temporary file: a client declaring 50 GB would fill the disk first. This middleware answers 413 at once when
 the declared body exceeds the limit plus a margin for the multipart envelope and form fields, so bodies just over the
-limit still reach the service and get its exact message. The declared length is safe to trust: Django's WSGI request
+limit still reach the service and get its exact message. The declared length is safe to trust under WSGI, which is
+how the platform is served (gunicorn hemoplatform.wsgi, in scripts/up.sh and the Dockerfile): Django's WSGI request
 reads at most CONTENT_LENGTH bytes of the body (a LimitedStream), and none at all when the header is missing, as in a
-chunked request, so no body larger than the one declared here is ever read or spooled.
+chunked request, so no body larger than the one declared here is ever read or spooled. Under ASGI Django spools the
+whole body before any middleware runs; serving hemoplatform.asgi would need a body limit in front of it.
 """
 
 from __future__ import annotations
