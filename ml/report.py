@@ -50,6 +50,10 @@ def _cv_runs(dataset: str) -> list[dict]:
     return sorted(runs, key=lambda r: (r.get("schedule", "constant") != "constant", r["_name"]))
 
 
+# CV runs recorded before the input size was written down all used 128 px.
+UNRECORDED_SIZE = 128
+
+
 def _trains_series(cv: dict) -> bool:
     """Whether a CV run trains on CT series (CT-ICH), where the training window matters."""
     return "ct_ich" in (cv.get("dataset"), cv.get("extra_train"))
@@ -73,7 +77,7 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"weight average (decay {cv['ema']})")
     if cv.get("min_epochs", 1) > 1:
         parts.append(f"kept from epoch {cv['min_epochs']}")
-    if cv.get("size", 128) != 128:
+    if cv.get("size", UNRECORDED_SIZE) != UNRECORDED_SIZE:
         parts.append(f"{cv['size']} px")
     if tta == "hflip":
         parts.append("flip TTA")
@@ -129,7 +133,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     augment = card.get("training", {}).get("augment", "slice")
     window = card.get("training", {}).get("window", 16)
     ema = card.get("training", {}).get("ema_decay", 0.0)
-    size = card.get("input", {}).get("size", 128)
+    size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
     matches = [
         cv
@@ -140,7 +144,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         # The training window matters only where series are trained.
         and (cv.get("window", 16) == window or not _trains_series(cv))
         and cv.get("ema", 0.0) == ema
-        and cv.get("size", 128) == size
+        and cv.get("size", UNRECORDED_SIZE) == size
         and (cv.get("tta", "none") == tta or _other_tta(cv, tta))
     ]
     if not matches:
