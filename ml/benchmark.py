@@ -30,8 +30,8 @@ SEED = 0
 
 
 def _save(name: str, obj) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(obj, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)) + "\n"
     )
@@ -93,13 +93,24 @@ def run_cv(
     window: int = 0,
     ema: float = 0.0,
     min_epochs: int = 1,
+    device: str | None = None,
+    threads: int = 2,
+    train_seed: int | None = None,
 ) -> dict:
-    """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold)."""
+    """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
+
+    `seed` fixes the folds and the inner validation splits; fold k trains with seed `train_seed + k` (default
+    `seed + k`), so runs that differ only in `train_seed` see the same data and can be averaged as an ensemble.
+    After every fold the results so far go to bench/results/partial/ (a run cut short still leaves its folds);
+    the finished run goes to bench/results/."""
     import torch
 
     from ml.train import choose_pooling_and_threshold, fit, score_items
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} threads"
+    train_seed = seed if train_seed is None else train_seed
     scans, items = _items(dataset, size, data_dir)
     by_id = {s.scan_id: s for s in scans}
     # The shipped model trains on both datasets: `extra_train` adds every scan of the other one to each training
@@ -126,8 +137,8 @@ def run_cv(
             [items[i] for i in va],
             model_config=config,
             epochs=epochs,
-            seed=seed + k,
-            device=torch.device("cpu"),
+            seed=train_seed + k,
+            device=dev,
             max_minutes=max_minutes,
             progress=False,
             freeze_blocks=freeze_blocks,
@@ -140,9 +151,9 @@ def run_cv(
             min_epochs=min_epochs,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
-        val = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=tta)
+        val = score_items(model, [items[i] for i in va], dev, tta=tta)
         pool, threshold, slice_threshold = choose_pooling_and_threshold(val)
-        test = score_items(model, [items[i] for i in test_ids], torch.device("cpu"), tta=tta)
+        test = score_items(model, [items[i] for i in test_ids], dev, tta=tta)
         val_rows = list(val.values())
         rows = list(test.values())
         fold = {
@@ -155,18 +166,23 @@ def run_cv(
             "minutes": (time.time() - t0) / 60,
             "scan": _scan_summary(rows, pool, threshold),
             "validation_scan_auc": metrics.auc([r["label"] for r in val_rows], [r["scan"][pool] for r in val_rows]),
-            # Out-of-fold scan probabilities under every pooling, so pooling rules can be compared afterwards.
+            # Out-of-fold scan probabilities under every pooling and slice probabilities, so pooling rules and
+            # ensembles of runs that differ only in the training seed can be compared afterwards.
             "cases": {
-                key: {"label": int(r["label"]), **{p: round(float(v), 5) for p, v in r["scan"].items()}}
+                key: {
+                    "label": int(r["label"]),
+                    **{p: round(float(v), 5) for p, v in r["scan"].items()},
+                    "slice_p": [round(float(v), 5) for v in r["slice_p"]],
+                }
                 for key, r in test.items()
             },
         }
         # The other test-time augmentation on the same weights, for the TTA comparison (pooling/threshold from
         # its own validation scores).
         other = "hflip" if tta == "none" else "none"
-        val_o = score_items(model, [items[i] for i in va], torch.device("cpu"), tta=other)
+        val_o = score_items(model, [items[i] for i in va], dev, tta=other)
         pool_o, thr_o, sthr_o = choose_pooling_and_threshold(val_o)
-        test_o = list(score_items(model, [items[i] for i in test_ids], torch.device("cpu"), tta=other).values())
+        test_o = list(score_items(model, [items[i] for i in test_ids], dev, tta=other).values())
         fold[f"tta_{other}"] = {
             "validation_scan_auc": metrics.auc(
                 [r["label"] for r in val_o.values()], [r["scan"][pool_o] for r in val_o.values()]
@@ -199,32 +215,48 @@ def run_cv(
             file=sys.stderr,
             flush=True,
         )
-    result = {
-        "dataset": dataset,
-        "variant": variant,
-        "folds": folds,
-        "seed": seed,
-        "size": size,
-        "max_epochs": epochs,
-        "max_minutes_per_fold": max_minutes,
-        "freeze_blocks": freeze_blocks,
-        "encoder": encoder,
-        "extra_train": extra_train,
-        # Near-duplicate Head CT images (see ml.data.group_near_duplicates) never straddle folds.
-        "grouped": [
-            sorted(s.scan_id for s in scans if s.group == g) for g in sorted({s.group for s in scans if s.group})
-        ],
-        "schedule": schedule,
-        "smooth": smooth,
-        "augment": augment,
-        "window": window,
-        "ema": ema,
-        "min_epochs": min_epochs,
-        "patience": patience,
-        "tta": tta,
-        "total_minutes": (time.time() - started) / 60,
-        "per_fold": per_fold,
-    }
+        result = _cv_result(
+            per_fold,
+            pooled,
+            pooled_other,
+            other,
+            dataset=dataset,
+            variant=variant,
+            folds=folds,
+            seed=seed,
+            train_seed=train_seed,
+            size=size,
+            max_epochs=epochs,
+            max_minutes_per_fold=max_minutes,
+            freeze_blocks=freeze_blocks,
+            encoder=encoder,
+            extra_train=extra_train,
+            # Near-duplicate Head CT images (see ml.data.group_near_duplicates) never straddle folds.
+            grouped=[
+                sorted(s.scan_id for s in scans if s.group == g) for g in sorted({s.group for s in scans if s.group})
+            ],
+            schedule=schedule,
+            smooth=smooth,
+            augment=augment,
+            window=window,
+            ema=ema,
+            min_epochs=min_epochs,
+            patience=patience,
+            tta=tta,
+            device=str(dev),
+            hardware=hardware,
+            total_minutes=(time.time() - started) / 60,
+        )
+        if save:
+            _save(f"partial/cv_{dataset}_{variant}{tag}", dict(result, folds_done=k + 1))
+    if save:
+        _save(f"cv_{dataset}_{variant}{tag}", result)
+    return result
+
+
+def _cv_result(per_fold: list[dict], pooled: dict, pooled_other: list[tuple], other: str, **settings) -> dict:
+    """A CV run's record: its settings, the folds, their mean and spread, and AUCs pooled over the folds' cases."""
+    result = dict(settings, per_fold=per_fold)
     for level in ("scan", "slice"):
         for key in ("auc", "accuracy", "sensitivity", "specificity", "f1"):
             vals = [f[level][key] for f in per_fold if level in f]
@@ -242,8 +274,6 @@ def run_cv(
         y, [v["p"] for v in pooled.values()], 0.90
     )
     result[f"tta_{other}"] = _other_tta_summary(per_fold, pooled_other, other)
-    if save:
-        _save(f"cv_{dataset}_{variant}{tag}", result)
     return result
 
 
@@ -455,6 +485,15 @@ def main(argv=None) -> int:
     cv.add_argument("--tag", default="", help="suffix of the results file name")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
+    cv.add_argument("--freeze-blocks", type=int, default=3, help="frozen Lite0 blocks after the stem (as ml.train)")
+    cv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    cv.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    cv.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="fold k trains with this + k (default: 0, the seed of the folds); folds unchanged",
+    )
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -484,6 +523,10 @@ def main(argv=None) -> int:
             ema=args.ema,
             min_epochs=args.min_epochs,
             size=args.size,
+            freeze_blocks=args.freeze_blocks,
+            device=args.device,
+            threads=args.threads,
+            train_seed=args.train_seed,
         )
     elif args.cmd == "classical":
         run_classical()

@@ -438,7 +438,7 @@ def frozen_modules(model: HemoNet, freeze_blocks: int) -> list[torch.nn.Module]:
 
 def save_state_dict(model: HemoNet, path: Path) -> None:
     """Float16 copy of the weights (half the size; cast back to float32 on load)."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
     torch.save(state, path)
 
 
