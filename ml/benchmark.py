@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,17 +97,21 @@ def run_cv(
     device: str | None = None,
     threads: int = 2,
     train_seed: int | None = None,
+    only_folds: Sequence[int] | None = None,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
 
     `seed` fixes the folds and the inner validation splits; fold k trains with seed `train_seed + k` (default
     `seed + k`), so runs that differ only in `train_seed` see the same data and can be averaged as an ensemble.
     After every fold the results so far go to bench/results/partial/ (a run cut short still leaves its folds);
-    the finished run goes to bench/results/."""
+    the finished run goes to bench/results/. `only_folds` runs those folds alone (the others are skipped, not
+    recorded); `merge_cv` joins such runs of one recipe into one record."""
     import torch
 
     from ml.train import choose_pooling_and_threshold, fit, score_items
 
+    if only_folds is not None and (not only_folds or not set(only_folds) <= set(range(folds))):
+        raise ValueError(f"--only-folds {only_folds} must name folds among 0..{folds - 1}")
     torch.set_num_threads(threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} threads"
@@ -130,6 +135,8 @@ def run_cv(
     per_fold, pooled, pooled_other = [], {}, []
     started = time.time()
     for k, (train_ids, test_ids) in enumerate(mldata.kfold_ids(scans, k=folds, seed=seed)):
+        if only_folds is not None and k not in only_folds:
+            continue
         tr, va = mldata.inner_split([by_id[i] for i in train_ids], seed=seed + k)
         t0 = time.time()
         model, history, best_epoch = fit(
@@ -158,6 +165,7 @@ def run_cv(
         rows = list(test.values())
         fold = {
             "fold": k,
+            "device": hardware,
             "n_test": len(test_ids),
             "pooling": pool,
             "threshold": threshold,
@@ -166,13 +174,16 @@ def run_cv(
             "minutes": (time.time() - t0) / 60,
             "scan": _scan_summary(rows, pool, threshold),
             "validation_scan_auc": metrics.auc([r["label"] for r in val_rows], [r["scan"][pool] for r in val_rows]),
-            # Out-of-fold scan probabilities under every pooling and slice probabilities, so pooling rules and
-            # ensembles of runs that differ only in the training seed can be compared afterwards.
+            # Out-of-fold scan probabilities under every pooling and slice probabilities, unrounded (an
+            # undertrained model's scores can differ in the sixth decimal), so pooling rules and ensembles of runs
+            # that differ only in the training seed can be compared afterwards, and `merge_cv` recomputes the
+            # pooled figures exactly.
             "cases": {
                 key: {
                     "label": int(r["label"]),
-                    **{p: round(float(v), 5) for p, v in r["scan"].items()},
-                    "slice_p": [round(float(v), 5) for v in r["slice_p"]],
+                    **{p: float(v) for p, v in r["scan"].items()},
+                    "slice_p": [float(v) for v in r["slice_p"]],
+                    "slice_labels": None if r["slice_labels"] is None else [int(v) for v in r["slice_labels"]],
                 }
                 for key, r in test.items()
             },
@@ -182,13 +193,15 @@ def run_cv(
         other = "hflip" if tta == "none" else "none"
         val_o = score_items(model, [items[i] for i in va], dev, tta=other)
         pool_o, thr_o, sthr_o = choose_pooling_and_threshold(val_o)
-        test_o = list(score_items(model, [items[i] for i in test_ids], dev, tta=other).values())
+        scored_o = score_items(model, [items[i] for i in test_ids], dev, tta=other)
+        test_ids_keys, test_o = list(scored_o), list(scored_o.values())
         fold[f"tta_{other}"] = {
             "validation_scan_auc": metrics.auc(
                 [r["label"] for r in val_o.values()], [r["scan"][pool_o] for r in val_o.values()]
             ),
             "scan": _scan_summary(test_o, pool_o, thr_o),
             "slice_auc": (_slice_summary(test_o, sthr_o if sthr_o is not None else thr_o) or {}).get("auc"),
+            "cases": {key: float(r["scan"][pool_o]) for key, r in zip(test_ids_keys, test_o, strict=True)},
         }
         for r in test_o:
             pooled_other.append((r["label"], r["scan"][pool_o], r["slice_p"], r["slice_labels"]))
@@ -243,6 +256,7 @@ def run_cv(
             min_epochs=min_epochs,
             patience=patience,
             tta=tta,
+            only_folds=None if only_folds is None else sorted(only_folds),
             device=str(dev),
             hardware=hardware,
             total_minutes=(time.time() - started) / 60,
@@ -277,27 +291,85 @@ def _cv_result(per_fold: list[dict], pooled: dict, pooled_other: list[tuple], ot
     return result
 
 
-def _other_tta_summary(per_fold: list[dict], pooled: list[tuple], other: str) -> dict:
-    """Fold means and pooled AUCs of the same CV weights scored with the other test-time augmentation."""
+def _other_tta_summary(per_fold: list[dict], pooled: list[tuple] | None, other: str) -> dict:
+    """Fold means and pooled AUCs of the same CV weights scored with the other test-time augmentation. pooled:
+    (label, scan p, slice p, slice labels) per case; None where not every fold kept them (pooled AUCs left out)."""
     rows = [f[f"tta_{other}"] for f in per_fold]
     out = {
         "validation_scan_auc": metrics.summary([r["validation_scan_auc"] for r in rows]),
         "scan_summary": {
             k: metrics.summary([r["scan"][k] for r in rows]) for k in ("auc", "accuracy", "sensitivity", "specificity")
         },
-        "pooled_scan_auc": metrics.auc([p[0] for p in pooled], [p[1] for p in pooled]),
-        "pooled_sensitivity_at_specificity_0.90": metrics.sensitivity_at_specificity(
-            [p[0] for p in pooled], [p[1] for p in pooled], 0.90
-        ),
     }
+    if pooled is not None:
+        out["pooled_scan_auc"] = metrics.auc([p[0] for p in pooled], [p[1] for p in pooled])
+        out["pooled_sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(
+            [p[0] for p in pooled], [p[1] for p in pooled], 0.90
+        )
     slice_aucs = [r["slice_auc"] for r in rows if r["slice_auc"] is not None]
     if slice_aucs:
         out["slice_auc"] = metrics.summary(slice_aucs)
-        multi = [p for p in pooled if p[3] is not None and len(p[3]) > 1]
-        out["pooled_slice_auc"] = metrics.auc(
-            np.concatenate([p[3] for p in multi]), np.concatenate([p[2] for p in multi])
-        )
+        multi = [p for p in pooled or [] if p[3] is not None and len(p[3]) > 1]
+        if multi:
+            out["pooled_slice_auc"] = metrics.auc(
+                np.concatenate([p[3] for p in multi]), np.concatenate([p[2] for p in multi])
+            )
     return out
+
+
+# What makes two CV records one recipe on one set of folds (merge_cv checks these agree).
+RECIPE_KEYS = (
+    "dataset", "variant", "folds", "seed", "train_seed", "size", "max_epochs", "max_minutes_per_fold",
+    "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
+    "patience", "tta",
+)  # fmt: skip
+
+
+def merge_cv(parts: list[dict]) -> dict:
+    """One CV record from records of disjoint folds of one recipe (runs with `only_folds`, or the partial record of
+    a run cut short), possibly from different devices: folds joined, fold summaries and the AUCs pooled over folds
+    recomputed from the per-case out-of-fold probabilities. The other test-time augmentation's pooled AUCs are
+    left out unless every fold kept its per-case scores."""
+    first = parts[0]
+    for part in parts[1:]:
+        differ = [k for k in RECIPE_KEYS if part.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"not one recipe: {differ} differ")
+    per_fold = sorted((f for part in parts for f in part["per_fold"]), key=lambda f: f["fold"])
+    numbers = [f["fold"] for f in per_fold]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"folds overlap: {numbers}")
+    for part in parts:
+        for f in part["per_fold"]:
+            f.setdefault("device", part.get("hardware", part.get("device", "cpu")))
+    pooled, pooled_other = {}, []
+    other = "hflip" if first.get("tta", "none") == "none" else "none"
+    for f in per_fold:
+        for key, case in f["cases"].items():
+            pooled[key] = {
+                "label": case["label"],
+                "p": case[f["pooling"]],
+                "slice_p": case.get("slice_p") or [],
+                "slice_labels": case.get("slice_labels"),
+            }
+        other_cases = f.get(f"tta_{other}", {}).get("cases")
+        if pooled_other is not None and other_cases:
+            pooled_other += [(f["cases"][k]["label"], p, [], None) for k, p in other_cases.items()]
+        else:
+            pooled_other = None
+    multi = [v for v in pooled.values() if len(v["slice_p"]) > 1]
+    if any(v["slice_labels"] is None for v in multi):  # records from before the slice labels were kept
+        for v in multi:
+            v["slice_labels"] = None
+    settings = {k: first.get(k) for k in RECIPE_KEYS}
+    settings["grouped"] = first.get("grouped")
+    settings["merged_from"] = [
+        {"folds": [f["fold"] for f in p["per_fold"]], "device": p.get("hardware")} for p in parts
+    ]
+    settings["device"] = " + ".join(dict.fromkeys(p.get("device", "cpu") for p in parts))
+    settings["hardware"] = " + ".join(dict.fromkeys(p.get("hardware", "cpu") for p in parts))
+    settings["total_minutes"] = sum(p.get("total_minutes", 0.0) for p in parts)
+    return _cv_result(per_fold, pooled, pooled_other, other, **settings)
 
 
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
@@ -488,12 +560,16 @@ def main(argv=None) -> int:
     cv.add_argument("--freeze-blocks", type=int, default=3, help="frozen Lite0 blocks after the stem (as ml.train)")
     cv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     cv.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    cv.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (others skipped)")
     cv.add_argument(
         "--train-seed",
         type=int,
         default=None,
         help="fold k trains with this + k (default: 0, the seed of the folds); folds unchanged",
     )
+    merge = sub.add_parser("merge", help="join CV records of disjoint folds of one recipe")
+    merge.add_argument("--out", required=True, help="name of the merged record in bench/results (no .json)")
+    merge.add_argument("records", nargs="+", help="CV record files (JSON)")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -527,7 +603,11 @@ def main(argv=None) -> int:
             device=args.device,
             threads=args.threads,
             train_seed=args.train_seed,
+            only_folds=None if args.only_folds is None else [int(k) for k in args.only_folds.split(",")],
         )
+    elif args.cmd == "merge":
+        merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])
+        print(_save(args.out, merged))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

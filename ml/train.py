@@ -695,8 +695,11 @@ def main(argv=None) -> int:
             "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %, drawn once per "
             + ("training window (every slice of a series alike)" if args.augment == "series" else "slice"),
             "frozen": f"stem + first {args.freeze_blocks} blocks"
-            if args.encoder == "lite0" and not args.no_pretrained
-            else "none",
+            if args.encoder == "lite0" and not args.no_pretrained and args.freeze_blocks > 0
+            else "none (whole encoder trained)",
+            "freeze_blocks": args.freeze_blocks if args.encoder == "lite0" and not args.no_pretrained else 0,
+            "patience": args.patience,
+            "min_epochs": args.min_epochs,
             "schedule": args.schedule,
             "augment": args.augment,
             "window": max(0, args.window),  # slices per training window of a series; 0: each series whole

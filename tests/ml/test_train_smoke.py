@@ -51,6 +51,9 @@ def test_training_smoke_run_writes_a_loadable_checkpoint(synthetic_root, tmp_pat
     assert card["torch_version"] and card["input"]["size"] == 48
     assert card["tta"] in {"none", "hflip"} and card["training"]["schedule"] == "cosine"
     assert card["training"]["best_epoch"] == 2, "--smooth 2: epoch 1 alone is never a full trailing window"
+    # A random-init encoder has nothing frozen; the stopping rule is on the card in numbers, not only in words.
+    assert card["training"]["frozen"].startswith("none") and card["training"]["freeze_blocks"] == 0
+    assert (card["training"]["patience"], card["training"]["min_epochs"], card["training"]["max_epochs"]) == (4, 1, 2)
     lrs = [row["lr_factor"] for row in card["training"]["history"]]
     assert lrs == sorted(lrs, reverse=True) or lrs[0] < lrs[1], "cosine: warm-up, then a falling learning rate"
 

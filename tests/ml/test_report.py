@@ -1,0 +1,52 @@
+"""The results report finds the CV run of the shipped model's recipe, whatever the card's age."""
+
+from __future__ import annotations
+
+from ml import report
+
+
+def _cv(name: str, **settings) -> dict:
+    base = {"variant": "lstmgru", "dataset": "ct_ich", "extra_train": "head_ct", "window": 0, "max_epochs": 14}
+    base.update(settings)
+    return {**base, "_name": name}
+
+
+def test_shipped_recipe_cv_matches_encoder_freezing_and_stopping(monkeypatch):
+    runs = [
+        _cv("cv_a_short", freeze_blocks=3, patience=4, min_epochs=1),
+        _cv("cv_b_long_unfrozen", freeze_blocks=0, patience=8, min_epochs=4, max_epochs=40, train_seed=0, seed=0),
+        _cv("cv_c_long_unfrozen_seed1", freeze_blocks=0, patience=8, min_epochs=4, max_epochs=40, train_seed=1, seed=0),
+    ]
+    monkeypatch.setattr(report, "_cv_runs", lambda dataset: runs)
+    old_card = {  # written before the numbers were on the card: the words say them
+        "training": {"window": 0, "frozen": "stem + first 3 blocks", "early_stopping": "patience 4 on the validation"
+                     " AUC score", "max_epochs": 14},
+    }  # fmt: skip
+    assert report._card_stopping(old_card) == (3, 4, 1, 14)
+    assert report.shipped_recipe_cv("ct_ich", old_card)["_name"] == "cv_a_short"
+    new_card = {
+        "training": {"window": 0, "frozen": "none (whole encoder trained)", "freeze_blocks": 0, "patience": 8,
+                     "min_epochs": 4, "max_epochs": 40},
+    }  # fmt: skip
+    # Of the two seeds of that recipe, the one the card's model trains with (the default seed).
+    assert report.shipped_recipe_cv("ct_ich", new_card)["_name"] == "cv_b_long_unfrozen"
+    assert report.shipped_recipe_cv("ct_ich", {"training": dict(new_card["training"], patience=5)}) is None
+
+
+def test_recipe_names_say_what_differs():
+    label = report._recipe(
+        {
+            "variant": "lstmgru",
+            "dataset": "ct_ich",
+            "extra_train": "head_ct",
+            "window": 0,
+            "freeze_blocks": 0,
+            "patience": 8,
+            "seed": 0,
+            "train_seed": 2,
+            "merged_from": [{"folds": [0, 1], "device": "NVIDIA H100"}, {"folds": [2], "device": "cpu, 2 threads"}],
+        },
+        "none",
+    )
+    for words in ("whole encoder trained", "patience 8", "training seed 2", "folds 0,1 on NVIDIA H100 + 2 on cpu"):
+        assert words in label
