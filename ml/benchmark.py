@@ -262,7 +262,7 @@ def run_cv(
             total_minutes=(time.time() - started) / 60,
         )
         if save:
-            _save(f"partial/cv_{dataset}_{variant}{tag}", dict(result, folds_done=k + 1))
+            _save(f"partial/cv_{dataset}_{variant}{tag}", dict(result, folds_done=len(per_fold)))
     if save:
         _save(f"cv_{dataset}_{variant}{tag}", result)
     return result
