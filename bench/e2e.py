@@ -538,8 +538,9 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
             "elapsed-minus-inference-minus-heatmap), so 'load' is overstated by that amount.",
             "The cold run is the worker's first prediction (torch import, weight sha256 check and model load in the "
             "pool child); it is excluded from the warm statistics.",
-            "With the embedded filesystem broker the worker polls the queue folder every 1 s (kombu's default "
-            "polling_interval), so queue_wait includes up to 1 s of broker polling; Redis delivers at once.",
+            "With the embedded filesystem broker the worker polls the queue folder every HEMO_BROKER_POLL_S "
+            "(0.1 s by default; kombu's own default, 1 s, added up to a second to every queue_wait before "
+            "2026-11-27), so queue_wait includes up to that much broker polling; Redis delivers at once.",
             "Memory: VmHWM is the peak resident set since the process started, read from /proc/<pid>/status; the "
             "pool child is the process that runs predictions.",
         ],
