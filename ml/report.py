@@ -340,7 +340,7 @@ def write_report(path: Path) -> None:
             f"{_f(dc['correlation'])}.",
             "",
         ]
-    rows = [r for name in ("predict.json", "predict_gpu.json") for r in _load_rows(RESULTS_DIR / name)]
+    rows = [r for name in ("predict", "predict_gpu") for r in _load(name) or []]
     if rows:
         lines += [
             "## Inference benchmark (`python bench/predict.py`)",
@@ -365,11 +365,6 @@ def write_report(path: Path) -> None:
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]
     path.write_text("\n".join(lines) + "\n")
-
-
-def _load_rows(path: Path) -> list[dict]:
-    """Benchmark rows of one bench/predict.py output file (a list of rows, one per device); none if absent."""
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _target_row(name, value, goal, higher=True):
