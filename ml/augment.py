@@ -29,6 +29,33 @@ def augment_batch(
     patient lying askew would be; 1 draws a transform per slice."""
     if not training:
         return x
+    return augment_with_masks(
+        x,
+        None,
+        generator=generator,
+        max_rotation_deg=max_rotation_deg,
+        zoom=zoom,
+        flip_p=flip_p,
+        contrast=contrast,
+        series_length=series_length,
+    )[0]
+
+
+def augment_with_masks(
+    x: torch.Tensor,
+    masks: torch.Tensor | None,
+    *,
+    generator: torch.Generator | None = None,
+    max_rotation_deg: float = 15.0,
+    zoom: tuple[float, float] = (0.9, 1.1),
+    flip_p: float = 0.5,
+    contrast: float = 0.1,
+    series_length: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training transform of `augment_batch`, also applied to `masks` (N x 1 x H x W in [0, 1], the
+    hemorrhage masks of the slices): each mask is rotated, zoomed and flipped exactly as its slice (no contrast
+    jitter), so it still outlines the bleed on the augmented slice. The random draws are the same as
+    `augment_batch`'s for the same generator."""
     if x.shape[0] % series_length:
         raise ValueError(f"{x.shape[0]} slices do not split into series of {series_length}")
     n = x.shape[0] // series_length
@@ -52,4 +79,6 @@ def augment_batch(
         gain = gain.repeat_interleave(series_length, dim=0).to(x.device, x.dtype)
         offset = offset.repeat_interleave(series_length, dim=0).to(x.device, x.dtype)
         out = out * gain + offset
-    return out
+    if masks is not None:
+        masks = F.grid_sample(masks.to(x.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out, masks

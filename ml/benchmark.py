@@ -44,14 +44,15 @@ def _load(name: str):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _items(layout: str, size: int, data_dir: Path | None = None):
+def _items(layout: str, size: int, data_dir: Path | None = None, *, masks: bool = False):
     from ml.train import make_items
 
     root = mldata.dataset_roots(layout, data_dir or paths.data_dir())[layout]
     scans = mldata.read_layout(layout, root)
     arrays = mldata.load_slices(scans, size=size)
     mldata.group_near_duplicates(scans, arrays)
-    return scans, {it.key.split("/", 1)[1]: it for it in make_items(scans, arrays)}
+    found = mldata.load_masks(scans, size=size) if masks else None
+    return scans, {it.key.split("/", 1)[1]: it for it in make_items(scans, arrays, found)}
 
 
 def _scan_summary(rows: list[dict], pool: str, threshold: float) -> dict:
@@ -98,6 +99,7 @@ def run_cv(
     threads: int = 2,
     train_seed: int | None = None,
     only_folds: Sequence[int] | None = None,
+    seg_weight: float = 0.0,
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
 
@@ -116,11 +118,11 @@ def run_cv(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} threads"
     train_seed = seed if train_seed is None else train_seed
-    scans, items = _items(dataset, size, data_dir)
+    scans, items = _items(dataset, size, data_dir, masks=seg_weight > 0)
     by_id = {s.scan_id: s for s in scans}
     # The shipped model trains on both datasets: `extra_train` adds every scan of the other one to each training
     # fold (never to validation or test), so the CV measures that recipe.
-    extra = list(_items(extra_train, size, data_dir)[1].values()) if extra_train else []
+    extra = list(_items(extra_train, size, data_dir, masks=seg_weight > 0)[1].values()) if extra_train else []
     config = {
         "encoder": encoder,
         "recurrent": variant == "lstmgru",
@@ -129,6 +131,7 @@ def run_cv(
         "hidden": 128,
         "dropout": 0.3,
         "pretrained": encoder == "lite0",
+        "seg": seg_weight > 0,
     }
     if encoder != "lite0":
         freeze_blocks = 0
@@ -156,6 +159,7 @@ def run_cv(
             window=window,
             ema=ema,
             min_epochs=min_epochs,
+            seg_weight=seg_weight,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
         val = score_items(model, [items[i] for i in va], dev, tta=tta)
@@ -254,6 +258,7 @@ def run_cv(
             window=window,
             ema=ema,
             min_epochs=min_epochs,
+            seg_weight=seg_weight,
             patience=patience,
             tta=tta,
             only_folds=None if only_folds is None else sorted(only_folds),
@@ -321,8 +326,14 @@ def _other_tta_summary(per_fold: list[dict], pooled: list[tuple] | None, other: 
 RECIPE_KEYS = (
     "dataset", "variant", "folds", "seed", "train_seed", "size", "max_epochs", "max_minutes_per_fold",
     "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
-    "patience", "tta",
+    "patience", "tta", "seg_weight",
 )  # fmt: skip
+# A recipe key that records from before it existed lack: its value then.
+RECIPE_DEFAULTS = {"seg_weight": 0.0}
+
+
+def _recipe(record: dict, key: str):
+    return record.get(key, RECIPE_DEFAULTS.get(key))
 
 
 def merge_cv(parts: list[dict]) -> dict:
@@ -332,7 +343,7 @@ def merge_cv(parts: list[dict]) -> dict:
     left out unless every fold kept its per-case scores."""
     first = parts[0]
     for part in parts[1:]:
-        differ = [k for k in RECIPE_KEYS if part.get(k) != first.get(k)]
+        differ = [k for k in RECIPE_KEYS if _recipe(part, k) != _recipe(first, k)]
         if differ:
             raise ValueError(f"not one recipe: {differ} differ")
     per_fold = sorted((f for part in parts for f in part["per_fold"]), key=lambda f: f["fold"])
@@ -361,7 +372,7 @@ def merge_cv(parts: list[dict]) -> dict:
     if any(v["slice_labels"] is None for v in multi):  # records from before the slice labels were kept
         for v in multi:
             v["slice_labels"] = None
-    settings = {k: first.get(k) for k in RECIPE_KEYS}
+    settings = {k: _recipe(first, k) for k in RECIPE_KEYS}
     settings["grouped"] = first.get("grouped")
     settings["merged_from"] = [
         {"folds": [f["fold"] for f in p["per_fold"]], "device": p.get("hardware")} for p in parts
@@ -560,6 +571,7 @@ def main(argv=None) -> int:
     cv.add_argument("--freeze-blocks", type=int, default=3, help="frozen Lite0 blocks after the stem (as ml.train)")
     cv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     cv.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    cv.add_argument("--seg-weight", type=float, default=0.0, help="mask supervision weight (as ml.train; 0: off)")
     cv.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (others skipped)")
     cv.add_argument(
         "--train-seed",
@@ -604,6 +616,7 @@ def main(argv=None) -> int:
             threads=args.threads,
             train_seed=args.train_seed,
             only_folds=None if args.only_folds is None else [int(k) for k in args.only_folds.split(",")],
+            seg_weight=args.seg_weight,
         )
     elif args.cmd == "merge":
         merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])

@@ -5,7 +5,8 @@ Layouts (see ../shared/data/README.md):
   images are the same slice twice or neighbouring slices of one scan (correlation of the model inputs >= 0.95):
   `group_near_duplicates` puts those into one group so that splits never separate them.
 - ct_ich: Patients_CT/<NNN>/brain/<slice>.jpg + hemorrhage_diagnosis.csv (UTF-8 BOM); a patient is positive when any
-  slice has No_Hemorrhage = 0; <slice>_HGE_Seg.jpg files are masks, not slices.
+  slice has No_Hemorrhage = 0; <slice>_HGE_Seg.jpg files are the hemorrhage masks of the bleeding slices (white on
+  black), not slices: `load_masks` brings them onto the model input for mask-supervised training.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ml import paths, preprocess
@@ -36,6 +38,7 @@ class Scan:
     slice_labels: list[int] | None = None  # per-slice labels where the dataset has them
     slice_names: list[str] = field(default_factory=list)
     group: str = ""  # scans of one patient share a group; empty: the scan is its own group
+    mask_paths: list[Path | None] | None = None  # per slice: its hemorrhage mask file, None for a slice without
 
     @property
     def group_id(self) -> str:
@@ -86,6 +89,7 @@ def read_ct_ich(root: str | Path) -> list[Scan]:
             continue
         slice_paths = [folder / f"{n}.jpg" for n, _ in rows]
         slice_labels = [lab for _, lab in rows]
+        masks = [folder / f"{n}_HGE_Seg.jpg" for n, _ in rows]
         scans.append(
             Scan(
                 "ct_ich",
@@ -94,6 +98,7 @@ def read_ct_ich(root: str | Path) -> list[Scan]:
                 slice_paths,
                 slice_labels,
                 [p.name for p in slice_paths],
+                mask_paths=[m if m.is_file() else None for m in masks],
             )
         )
     return scans
@@ -131,10 +136,10 @@ def preprocess_fingerprint(source: bytes | None = None) -> str:
     return hashlib.sha1(source).hexdigest()[:10]
 
 
-def cache_file(scans: Sequence[Scan], size: int) -> Path:
-    """Where the preprocessed slices of `scans` (one dataset) are cached: keyed by dataset, size, the scans and
-    their files, and the preprocessing code."""
-    name = scans[0].dataset
+def cache_file(scans: Sequence[Scan], size: int, kind: str = "") -> Path:
+    """Where the preprocessed slices (kind "") or masks (kind "masks") of `scans` (one dataset) are cached: keyed by
+    dataset, size, the scans and their files, and the preprocessing code."""
+    name = scans[0].dataset + (f"_{kind}" if kind else "")
     digest = hashlib.sha1("|".join(f"{s.key}:{len(s.slice_paths)}:{s.slice_paths[0]}" for s in scans).encode())
     return paths.cache_dir() / f"{name}_{size}_{preprocess_fingerprint()}_{digest.hexdigest()[:12]}.npz"
 
@@ -172,6 +177,49 @@ def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transfo
     return out
 
 
+def mask_on_input(slice_u8: np.ndarray, mask_u8: np.ndarray, *, size: int) -> np.ndarray:
+    """A hemorrhage mask brought onto the model input of its slice: cropped with the slice's head box and resized
+    as `crop_resize` resizes the slice (bilinear), uint8 (255: bleed). The mask file is a lossy JPG: above 127
+    counts as bleed before resizing."""
+    if mask_u8.shape != slice_u8.shape:
+        raise ValueError(f"mask shape {mask_u8.shape} differs from its slice's {slice_u8.shape}")
+    top, bottom, left, right = preprocess.head_bbox(slice_u8)
+    box = np.where(mask_u8[top:bottom, left:right] > 127, 255, 0).astype(np.uint8)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(box)).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
+def load_masks(scans: Sequence[Scan], *, size: int, cache: bool = True) -> dict[str, np.ndarray]:
+    """Hemorrhage masks on the model input (T x size x size uint8, see `mask_on_input`) per scan key, for the scans
+    whose dataset has masks (CT-ICH; `mask_paths` set). A slice without a mask file gets an all-zero mask: CT-ICH
+    draws one for every bleeding slice. Cached like the slices."""
+    out: dict[str, np.ndarray] = {}
+    by_dataset: dict[str, list[Scan]] = {}
+    for scan in scans:
+        if scan.mask_paths is not None:
+            by_dataset.setdefault(scan.dataset, []).append(scan)
+    for name, group in by_dataset.items():
+        file = cache_file(group, size, "masks")
+        if cache and file.is_file():
+            with np.load(file) as stored:
+                out.update({f"{name}/{k}": stored[k] for k in stored.files})
+            continue
+        arrays = {}
+        for scan in group:
+            masks = []
+            for slice_path, mask_path in zip(scan.slice_paths, scan.mask_paths, strict=True):
+                if mask_path is None:
+                    masks.append(np.zeros((size, size), np.uint8))
+                else:
+                    masks.append(mask_on_input(load_slice(slice_path), load_slice(mask_path), size=size))
+            arrays[scan.scan_id] = np.stack(masks)
+        if cache:
+            tmp = file.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(file)
+        out.update({f"{name}/{k}": v for k, v in arrays.items()})
+    return out
+
+
 # Pearson correlation of 32 x 32 thumbnails of the model inputs. Across the 200 Head CT images the median pair is 0.67
 # and the 99th percentile 0.88; every pair at 0.95 or above that was looked at is one image twice (re-exported, another
 # window, cropped) or neighbouring slices of one scan, and no such group mixes labels.
@@ -184,8 +232,6 @@ def group_near_duplicates(
     """Join single-image scans of one dataset whose model inputs are near-identical into one group (single linkage
     over pairs with thumbnail correlation >= threshold) and set `scan.group`. Series keep their own group: a series
     is one patient. Returns the groups with more than one member (sorted scan ids)."""
-    from PIL import Image
-
     singles = [s for s in scans if len(s.slice_paths) == 1 and s.key in arrays]
     found: list[list[str]] = []
     for name in sorted({s.dataset for s in singles}):

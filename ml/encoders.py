@@ -52,6 +52,9 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 feature extractor (no classifier head). in_channels=1 sums the RGB stem filters."""
 
     out_channels = 1280
+    # The end of the 112-channel stage (block 10), stride 16: the finer map the mask supervision also reads.
+    mid_block = 10
+    mid_channels = 112
 
     def __init__(self, in_channels: int = 1):
         super().__init__()
@@ -67,11 +70,16 @@ class EfficientNetLite0(nn.Module):
         self._bn1 = nn.BatchNorm2d(1280, momentum=BN_MOMENTUM, eps=BN_EPS)
         self.act = nn.ReLU6(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, return_mid: bool = False):
+        """The last feature map (N x 1280 x H/32 x W/32); with return_mid also the stride-16 map of `mid_block`."""
         x = self.act(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        mid = None
+        for i, block in enumerate(self._blocks):
             x = block(x)
-        return self.act(self._bn1(self._conv_head(x)))
+            if i == self.mid_block:
+                mid = x
+        out = self.act(self._bn1(self._conv_head(x)))
+        return (out, mid) if return_mid else out
 
     def load_imagenet(self) -> None:
         """Load the package's ImageNet weights, strictly for every encoder tensor (the `_fc` classifier is dropped).

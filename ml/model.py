@@ -1,6 +1,8 @@
 """The sequence model from the paper: a Conv2D encoder per slice, bidirectional LSTM and bidirectional GRU branches
 over the ordered slices, outputs concatenated, dense layers, per-slice and per-scan logits (2 classes, for
-cross-entropy). A single image is a sequence of one. recurrent=False gives the CNN-only ablation.
+cross-entropy). A single image is a sequence of one. recurrent=False gives the CNN-only ablation. seg=True adds two
+1x1-conv mask heads on the encoder's stride-16 and last feature maps, trained on the CT-ICH hemorrhage masks beside
+the labels (mask supervision); inference does not use them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class HemoNet(nn.Module):
         hidden: int = 128,
         dropout: float = 0.3,
         pretrained: bool = True,
+        seg: bool = False,
     ):
         super().__init__()
         self.config = {
@@ -32,8 +35,15 @@ class HemoNet(nn.Module):
             "embed": embed,
             "hidden": hidden,
             "dropout": dropout,
+            "seg": seg,
         }
         self.encoder = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained)
+        self.seg = seg
+        if seg:
+            if not hasattr(self.encoder, "mid_channels"):
+                raise ValueError(f"mask supervision needs the lite0 encoder, not {encoder!r}")
+            self.seg_mid = nn.Conv2d(self.encoder.mid_channels, 1, 1)
+            self.seg_last = nn.Conv2d(self.encoder.out_channels, 1, 1)
         self.embed = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels, embed), nn.ReLU())
         self.recurrent = recurrent
         if recurrent:
@@ -50,18 +60,34 @@ class HemoNet(nn.Module):
     def from_config(cls, config: dict, *, pretrained: bool = False) -> HemoNet:
         return cls(**config, pretrained=pretrained)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, return_features: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        *,
+        return_features: bool = False,
+        return_seg: bool = False,
+    ):
         """x: B x T x C x H x W (zero-padded along T), lengths: B (default all T).
 
-        Returns {"slice_logits": B x T x 2, "scan_logits": B x 2, ["features": (B*T) x C' x h x w]}.
+        Returns {"slice_logits": B x T x 2, "scan_logits": B x 2, ["features": (B*T) x C' x h x w],
+        ["seg_logits": [(B*T) x 1 x H/16 x W/16, (B*T) x 1 x H/32 x W/32]]}.
         """
         b, t = x.shape[:2]
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long)
-        fmap = self.encoder(x.reshape(b * t, *x.shape[2:]))
+        flat = x.reshape(b * t, *x.shape[2:])
+        if return_seg:
+            if not self.seg:
+                raise ValueError("this model has no mask heads (seg=False)")
+            fmap, mid = self.encoder(flat, return_mid=True)
+        else:
+            fmap = self.encoder(flat)
         out = self.forward_features(fmap, b, t, lengths)
         if return_features:
             out["features"] = fmap
+        if return_seg:
+            out["seg_logits"] = [self.seg_mid(mid), self.seg_last(fmap)]
         return out
 
     def forward_features(self, fmap: torch.Tensor, b: int, t: int, lengths: torch.Tensor) -> dict:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ml import data as mldata
 from ml import metrics, paths, preprocess
-from ml.augment import augment_batch
+from ml.augment import augment_with_masks
 from ml.model import POOLINGS, HemoNet, count_parameters, decision_threshold, forward_tta, scan_probability
 
 MODEL_VERSION_PREFIX = "hemonet-lstmgru"
@@ -43,9 +43,11 @@ class Item:
     label: int
     slices: np.ndarray  # T x S x S uint8
     slice_labels: np.ndarray | None
+    masks: np.ndarray | None = None  # T x S x S uint8 hemorrhage masks on the input (255: bleed), where known
 
 
-def make_items(scans, arrays) -> list[Item]:
+def make_items(scans, arrays, masks: dict[str, np.ndarray] | None = None) -> list[Item]:
+    masks = masks or {}
     return [
         Item(
             s.key,
@@ -53,6 +55,7 @@ def make_items(scans, arrays) -> list[Item]:
             s.label,
             arrays[s.key],
             np.asarray(s.slice_labels, dtype=np.int64) if s.slice_labels is not None else None,
+            masks.get(s.key),
         )
         for s in scans
     ]
@@ -107,19 +110,53 @@ def training_batches(
     return batches
 
 
+# Mask supervision: a cell of a mask head's map is a target when any pixel of it is bleed; bleeding cells are rare
+# (about 1 in 60 of the CT-ICH cells at 8 x 8), so they are weighted up, as positive slices are.
+SEG_POS_WEIGHT = 4.0
+
+
+def mask_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """N x 1 x S x S masks in [0, 1] (bilinear-resampled) -> N x 1 x h x w targets: 1 where a cell holds a pixel
+    of at least half bleed."""
+    return (F.adaptive_max_pool2d(masks, shape) >= 0.5).to(masks.dtype)
+
+
+def seg_loss(seg_logits: list[torch.Tensor], masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean over the mask heads of the weighted binary cross-entropy on the slices whose mask is `known`."""
+    losses = []
+    weight = torch.tensor(SEG_POS_WEIGHT, device=masks.device)
+    for logits in seg_logits:
+        target = mask_targets(masks[known], tuple(logits.shape[-2:]))
+        losses.append(F.binary_cross_entropy_with_logits(logits[known], target, pos_weight=weight))
+    return torch.stack(losses).mean()
+
+
 def batch_loss(
-    model, batch, device, *, pos_weight: float, generator, augment: str = "slice"
+    model, batch, device, *, pos_weight: float, generator, augment: str = "slice", seg_weight: float = 0.0
 ) -> tuple[torch.Tensor, float, int]:
+    """Slice + scan cross-entropy of one batch (augmented), plus seg_weight x the mask loss on the slices whose
+    hemorrhage mask is known (seg_weight > 0 and a model with mask heads)."""
     slices = [it.slices[a:b] for it, a, b in batch]
     x, lengths = to_tensor(slices, device)
     b, t = x.shape[:2]
-    x = augment_batch(
+    masks, known = None, None
+    if seg_weight > 0:
+        masks = torch.zeros(b, t, 1, *x.shape[-2:])
+        known = torch.zeros(b, t, dtype=torch.bool)
+        for i, (it, a, bb) in enumerate(batch):
+            if it.masks is not None:
+                masks[i, : bb - a, 0] = torch.from_numpy(it.masks[a:bb].astype(np.float32) / 255.0)
+                known[i, : bb - a] = True
+        masks, known = masks.reshape(b * t, 1, *x.shape[-2:]).to(device), known.reshape(-1).to(device)
+    flat, masks = augment_with_masks(
         x.reshape(b * t, *x.shape[2:]),
-        training=True,
+        masks,
         generator=generator,
         series_length=t if augment == "series" else 1,
-    ).reshape(x.shape)
-    out = model(x, lengths)
+    )
+    x = flat.reshape(x.shape)
+    use_seg = known is not None and bool(known.any())
+    out = model(x, lengths, return_seg=use_seg)
     weight = torch.tensor([1.0, pos_weight], device=device)
     slice_targets = torch.full((b, t), -100, dtype=torch.long)
     scan_targets = torch.zeros(b, dtype=torch.long)
@@ -135,10 +172,13 @@ def batch_loss(
         out["slice_logits"].reshape(b * t, 2), slice_targets.reshape(-1), weight=weight, ignore_index=-100
     )
     loss_scan = F.cross_entropy(out["scan_logits"], scan_targets)
+    loss = loss_slice + loss_scan
+    if use_seg:
+        loss = loss + seg_weight * seg_loss(out["seg_logits"], masks, known)
     valid = slice_targets.reshape(-1) != -100
     pred = out["slice_logits"].reshape(b * t, 2).argmax(-1)
     correct = int((pred[valid] == slice_targets.reshape(-1)[valid]).sum())
-    return loss_slice + loss_scan, correct, int(valid.sum())
+    return loss, correct, int(valid.sum())
 
 
 @torch.inference_mode()
@@ -292,6 +332,7 @@ def fit(
     augment: str = "slice",
     ema: float = 0.0,
     min_epochs: int = 1,
+    seg_weight: float = 0.0,
 ) -> tuple[HemoNet, list[dict], int]:
     """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch).
 
@@ -302,7 +343,9 @@ def fit(
     and keeps an exponential moving average of the weights (decay d, warmed up as (1 + t) / (10 + t) over the
     first steps) instead of the raw weights, so the kept checkpoint does not hang on one step's noise.
     min_epochs=m: no epoch before the m-th is kept (nor counts towards patience): in the first epochs the heads are
-    near their random start, and a tiny validation set can still rank them best by chance."""
+    near their random start, and a tiny validation set can still rank them best by chance.
+    seg_weight=w > 0 adds w x the mask loss (`seg_loss`) of the items with hemorrhage masks; model_config must
+    then have seg=True."""
     from tqdm import tqdm
 
     set_seed(seed)
@@ -338,7 +381,13 @@ def fit(
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False, file=sys.stderr)
         for batch in bar:
             loss, correct, n = batch_loss(
-                model, batch, device, pos_weight=pos_weight, generator=generator, augment=augment
+                model,
+                batch,
+                device,
+                pos_weight=pos_weight,
+                generator=generator,
+                augment=augment,
+                seg_weight=seg_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -563,6 +612,12 @@ def parse_args(argv=None):
         help="0 (default): each series whole, once per epoch, as inference sees it; N: windows of N slices, two per "
         "series per epoch (the recipe before the fourth session)",
     )
+    parser.add_argument(
+        "--seg-weight",
+        type=float,
+        default=0.0,
+        help="mask supervision: add this weight x a loss on the CT-ICH hemorrhage masks (lite0 encoder; 0: off)",
+    )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
     parser.add_argument("--limit", type=int, default=None, help="use only N scans per dataset (smoke tests)")
@@ -585,10 +640,11 @@ def main(argv=None) -> int:
         if args.limit:
             scans = _limited(scans, args.limit, args.seed)
         arrays = mldata.load_slices(scans, size=args.size)
+        masks = mldata.load_masks(scans, size=args.size) if args.seg_weight > 0 else None
         duplicate_groups[name] = mldata.group_near_duplicates(scans, arrays)
         split = mldata.split_ids(scans, seed=args.seed)
         splits[name] = split
-        items = {it.key: it for it in make_items(scans, arrays)}
+        items = {it.key: it for it in make_items(scans, arrays, masks)}
         for part, bucket in (("train", train_items), ("val", val_items), ("test", test_items)):
             bucket += [items[f"{name}/{i}"] for i in split[part]]
         counts[name] = {
@@ -605,6 +661,7 @@ def main(argv=None) -> int:
         "embed": 256,
         "hidden": 128,
         "dropout": 0.3,
+        "seg": args.seg_weight > 0,
     }
     fit_config = dict(model_config, pretrained=not args.no_pretrained)
     train_start = time.time()
@@ -626,6 +683,7 @@ def main(argv=None) -> int:
         window=args.window,
         ema=args.ema,
         min_epochs=args.min_epochs,
+        seg_weight=args.seg_weight,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -691,7 +749,14 @@ def main(argv=None) -> int:
             "max_epochs": args.epochs,
             "optimizer": "Adam",
             "lr": args.lr,
-            "loss": "cross-entropy (slices, weighted) + cross-entropy (scans)",
+            "loss": "cross-entropy (slices, weighted) + cross-entropy (scans)"
+            + (
+                f" + {args.seg_weight:g} x binary cross-entropy of the mask heads against the CT-ICH hemorrhage "
+                f"masks (cells with bleed weighted {SEG_POS_WEIGHT:g})"
+                if args.seg_weight > 0
+                else ""
+            ),
+            "seg_weight": args.seg_weight,  # 0: no mask supervision
             "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %, drawn once per "
             + ("training window (every slice of a series alike)" if args.augment == "series" else "slice"),
             "frozen": f"stem + first {args.freeze_blocks} blocks"
