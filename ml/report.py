@@ -84,6 +84,8 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append("whole encoder trained")
     if cv.get("patience", 4) != 4:
         parts.append(f"patience {cv['patience']}")
+    if cv.get("seg_weight", 0.0) > 0:
+        parts.append(f"mask supervision (weight {cv['seg_weight']:g})")
     if cv.get("train_seed", cv.get("seed", 0)) != cv.get("seed", 0):
         parts.append(f"training seed {cv['train_seed']}")
     if cv.get("merged_from"):
@@ -146,6 +148,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     augment = card.get("training", {}).get("augment", "slice")
     window = card.get("training", {}).get("window", 16)
     ema = card.get("training", {}).get("ema_decay", 0.0)
+    seg_weight = card.get("training", {}).get("seg_weight", 0.0)
     size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
     freeze, patience, min_epochs, max_epochs = _card_stopping(card)
@@ -158,6 +161,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         # The training window matters only where series are trained.
         and (cv.get("window", 16) == window or not _trains_series(cv))
         and cv.get("ema", 0.0) == ema
+        and cv.get("seg_weight", 0.0) == seg_weight
         and cv.get("size", UNRECORDED_SIZE) == size
         and cv.get("freeze_blocks", 3) == freeze
         and cv.get("patience", 4) == patience

@@ -43,6 +43,13 @@ def head_phantom_hu(size: int = 256, *, bleed: bool = False, seed: int = 0) -> n
     return hu
 
 
+def phantom_bleed_mask(size: int = 256) -> np.ndarray:
+    """The hemorrhage mask of `head_phantom_hu(size, bleed=True)` as CT-ICH draws it: 255 on the bleed, 0 elsewhere."""
+    yy, xx = np.mgrid[:size, :size]
+    disk = np.sqrt((yy - size / 2 * 0.8) ** 2 + (xx - size / 2 * 1.2) ** 2) < size * 0.08
+    return np.where(disk, 255, 0).astype(np.uint8)
+
+
 # A phantom slice already in the model window, as the released CT-ICH JPGs are.
 def phantom_slice(bleed: bool, seed: int, size: int = 96) -> np.ndarray:
     return preprocess.apply_window(head_phantom_hu(size, bleed=bleed, seed=seed), *preprocess.MODEL_WINDOW)
@@ -69,7 +76,7 @@ def synthetic_root(tmp_path, monkeypatch):
             bleed = p <= 3 and s in (2, 3)
             Image.fromarray(phantom_slice(bleed, 100 * p + s)).save(folder / f"{s}.jpg")
             if bleed:  # masks live beside the slices and must not be read as slices
-                Image.fromarray(np.zeros((96, 96), np.uint8)).save(folder / f"{s}_HGE_Seg.jpg")
+                Image.fromarray(phantom_bleed_mask(96)).save(folder / f"{s}_HGE_Seg.jpg")
             rows.append([p, s, 0, int(bleed), 0, 0, 0, int(not bleed), 0])
     with (ich / "hemorrhage_diagnosis.csv").open("w", newline="", encoding="utf-8-sig") as fh:
         w = csv.writer(fh)

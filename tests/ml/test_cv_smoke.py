@@ -68,3 +68,11 @@ def test_folds_run_apart_merge_into_the_record_of_the_whole_run(synthetic_root):
     assert any(cases[k]["slice_p"] != seeded_cases[k]["slice_p"] for k in cases)
     with pytest.raises(ValueError, match="train_seed"):
         merge_cv([seeded, rest])
+    # Records from before mask supervision existed are unsupervised runs: they merge with weight 0, not with 1.
+    assert first["seg_weight"] == 0.0
+    old = {k: v for k, v in rest.items() if k != "seg_weight"}
+    assert merge_cv([first, old])["seg_weight"] == 0.0
+    with pytest.raises(ValueError, match="seg_weight"):
+        merge_cv([dict(first, seg_weight=1.0), old])
+    masked = run_cv("ct_ich", 3, data_dir=synthetic_root, only_folds=[0], seg_weight=1.0, **dict(TINY, encoder="lite0"))
+    assert masked["seg_weight"] == 1.0 and sorted(masked["per_fold"][0]["cases"]) == sorted(cases)

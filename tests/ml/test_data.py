@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from ml import data, paths
+from ml import data, paths, preprocess
 
 
 def test_missing_data_dir_raises_with_instructions(tmp_path, monkeypatch):
@@ -37,6 +38,8 @@ def test_ct_ich_reader(data_root):
         numbers = [int(p.stem) for p in s.slice_paths]
         assert numbers == sorted(numbers)
         assert s.label == int(any(s.slice_labels))
+        # Every bleeding slice has its hemorrhage mask, and no other slice has one.
+        assert [m is not None for m in s.mask_paths] == [bool(v) for v in s.slice_labels]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -154,3 +157,55 @@ def test_slice_cache_is_keyed_by_the_preprocessing_code(tmp_path, monkeypatch):
     # And the current cache is read back as written.
     np.savez(file, **{s.scan_id: np.full((1, 64, 64), 9, np.uint8) for s in scans})
     assert all((v == 9).all() for v in data.load_slices(scans, size=64).values())
+
+
+def test_masks_land_on_the_bleed_of_the_model_input(tmp_path):
+    """A mask is cropped and resized with its slice's head box: on a large, off-centre canvas with a letter block it
+    still covers the bleed of the model input, which is where the bleeding and the clean phantom differ."""
+    from PIL import ImageDraw
+
+    from tests.ml.conftest import head_phantom_hu, phantom_bleed_mask
+
+    def on_canvas(img: np.ndarray) -> np.ndarray:
+        canvas = np.zeros((520, 700), np.uint8)
+        canvas[150:350, 300:500] = img
+        pic = Image.fromarray(canvas)
+        ImageDraw.Draw(pic).rectangle([10, 10, 60, 70], fill=255)
+        return np.asarray(pic)
+
+    window = preprocess.MODEL_WINDOW
+    bleeding = on_canvas(preprocess.apply_window(head_phantom_hu(200, bleed=True), *window))
+    clean = on_canvas(preprocess.apply_window(head_phantom_hu(200), *window))
+    mask = np.zeros_like(bleeding)
+    mask[150:350, 300:500] = phantom_bleed_mask(200)
+    on_input = data.mask_on_input(bleeding, mask, size=128)
+    assert on_input.shape == (128, 128) and on_input.dtype == np.uint8
+    diff = np.abs(
+        preprocess.crop_resize(bleeding, size=128).astype(int) - preprocess.crop_resize(clean, size=128).astype(int)
+    )
+    bleed = diff > 15
+    covered = on_input > 127
+    overlap = (bleed & covered).sum() / (bleed | covered).sum()
+    assert overlap > 0.8, f"the mask is off the bleed (IoU {overlap:.2f})"
+    # Off by the canvas offset it would miss: the check can fail.
+    shifted = np.zeros_like(mask)
+    shifted[150:350, 330:530] = phantom_bleed_mask(200)
+    moved = data.mask_on_input(bleeding, shifted, size=128) > 127
+    assert (bleed & moved).sum() / (bleed | moved).sum() < 0.5
+    with pytest.raises(ValueError, match="mask shape"):
+        data.mask_on_input(bleeding, mask[:100], size=128)
+
+
+def test_masks_are_loaded_for_bleeding_slices_only_and_cached(synthetic_root):
+    scans = data.read_ct_ich(synthetic_root / "ct_ich")
+    masks = data.load_masks(scans, size=48)
+    assert set(masks) == {s.key for s in scans}
+    for s in scans:
+        m = masks[s.key]
+        assert m.shape == (len(s.slice_paths), 48, 48)
+        assert [bool((m[i] > 127).any()) for i in range(len(m))] == [bool(v) for v in s.slice_labels]
+    file = data.cache_file(scans, 48, "masks")
+    assert file.is_file() and file != data.cache_file(scans, 48)
+    np.savez(file, **{s.scan_id: np.full((len(s.slice_paths), 48, 48), 9, np.uint8) for s in scans})
+    assert all((v == 9).all() for v in data.load_masks(scans, size=48).values()), "the cache is read back"
+    assert data.load_masks(data.read_head_ct(synthetic_root / "head_ct"), size=48) == {}, "Head CT has no masks"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ml.augment import augment_batch
+from ml.augment import augment_batch, augment_with_masks
 from ml.encoders import EfficientNetLite0
 from ml.model import HemoNet, forward_tta, scan_probability
 
@@ -114,3 +114,35 @@ def test_series_augmentation_transforms_every_slice_of_a_series_alike():
     assert not torch.allclose(per_slice[0], per_slice[1])
     with pytest.raises(ValueError, match="series of 3"):
         augment_batch(x, training=True, series_length=3)
+
+
+def test_masks_are_augmented_exactly_as_their_slices():
+    """A mask drawn on a bright off-centre square stays on that square through rotation, zoom and flip, and the
+    slices get the same random transform as without masks."""
+    x = torch.full((6, 1, 64, 64), -2.0)
+    x[:, :, 10:22, 38:52] = 2.0
+    masks = (x > 0).float()
+    out, moved = augment_with_masks(x, masks, generator=torch.Generator().manual_seed(5), contrast=0.0)
+    plain = augment_batch(x, training=True, generator=torch.Generator().manual_seed(5), contrast=0.0)
+    torch.testing.assert_close(out, plain)
+    flips = 0
+    for img, m in zip(out, moved, strict=True):
+        bright, covered = img[0] > 0, m[0] > 0.5
+        assert (bright & covered).sum() / (bright | covered).sum() > 0.9
+        flips += int(covered[:, :32].sum() > covered[:, 32:].sum())
+    assert 0 < flips < 6, "the draws include flipped and unflipped slices"
+    assert augment_with_masks(x, None, generator=torch.Generator().manual_seed(5))[1] is None
+
+
+def test_mask_heads_read_the_stride_16_and_last_maps():
+    torch.manual_seed(0)
+    model = HemoNet(encoder="lite0", pretrained=False, embed=32, hidden=16, seg=True).eval()
+    out = model(torch.randn(2, 3, 1, 128, 128), return_seg=True)
+    assert [tuple(s.shape) for s in out["seg_logits"]] == [(6, 1, 8, 8), (6, 1, 4, 4)]
+    assert out["slice_logits"].shape == (2, 3, 2)
+    plain = model(torch.randn(1, 2, 1, 128, 128))
+    assert "seg_logits" not in plain and model.config["seg"] is True
+    with pytest.raises(ValueError, match="no mask heads"):
+        small_model()(torch.randn(1, 1, 1, 64, 64), return_seg=True)
+    with pytest.raises(ValueError, match="lite0"):
+        HemoNet(encoder="small", pretrained=False, seg=True)

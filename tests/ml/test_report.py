@@ -31,6 +31,13 @@ def test_shipped_recipe_cv_matches_encoder_freezing_and_stopping(monkeypatch):
     # Of the two seeds of that recipe, the one the card's model trains with (the default seed).
     assert report.shipped_recipe_cv("ct_ich", new_card)["_name"] == "cv_b_long_unfrozen"
     assert report.shipped_recipe_cv("ct_ich", {"training": dict(new_card["training"], patience=5)}) is None
+    # A mask-supervised run of the shipped recipe is another recipe: never the shipped model's CV, unless its card
+    # says it was trained so.
+    runs.insert(0, _cv("cv_a_short_seg", freeze_blocks=3, patience=4, min_epochs=1, seg_weight=1.0))
+    assert report.shipped_recipe_cv("ct_ich", old_card)["_name"] == "cv_a_short"
+    seg_card = {"training": dict(old_card["training"], seg_weight=1.0)}
+    assert report.shipped_recipe_cv("ct_ich", seg_card)["_name"] == "cv_a_short_seg"
+    assert "mask supervision (weight 1)" in report._recipe(runs[0], "none")
 
 
 def test_recipe_names_say_what_differs():
