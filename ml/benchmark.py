@@ -328,7 +328,7 @@ RECIPE_KEYS = (
     "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
     "patience", "tta", "seg_weight",
 )  # fmt: skip
-# A recipe key that records from before it existed lack: its value then.
+# Recipe keys added after some records were written, with the value those older records imply.
 RECIPE_DEFAULTS = {"seg_weight": 0.0}
 
 
