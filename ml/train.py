@@ -111,7 +111,8 @@ def training_batches(
 
 
 # Mask supervision: a cell of a mask head's map is a target when any pixel of it is bleed; bleeding cells are rare
-# (about 1 in 60 of the CT-ICH cells at 8 x 8), so they are weighted up, as positive slices are.
+# (at 8 x 8, 0.9 % of all CT-ICH cells and 7.5 % of those of bleeding slices), so they are weighted up, as positive
+# slices are.
 SEG_POS_WEIGHT = 4.0
 
 
