@@ -150,16 +150,9 @@ def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transfo
     JPEG decoding of 650x650 slices dominates epoch time, so training caches the cropped, resized uint8 arrays.
     `transform` (uint8 slice -> uint8 slice) runs before cropping; with it nothing is cached.
     """
-    out: dict[str, np.ndarray] = {}
-    by_dataset: dict[str, list[Scan]] = {}
-    for scan in scans:
-        by_dataset.setdefault(scan.dataset, []).append(scan)
-    for name, group in by_dataset.items():
-        file = cache_file(group, size)
-        if cache and transform is None and file.is_file():
-            with np.load(file) as stored:
-                out.update({f"{name}/{k}": stored[k] for k in stored.files})
-            continue
+    use_cache = cache and transform is None
+
+    def build(group: list[Scan]) -> dict[str, np.ndarray]:
         arrays = {}
         for scan in group:
             slices = []
@@ -169,9 +162,28 @@ def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transfo
                     raw = transform(raw)
                 slices.append(crop_resize(raw, size=size))
             arrays[scan.scan_id] = np.stack(slices)
-        if cache and transform is None:
+        return arrays
+
+    return _per_dataset_cached(scans, size, "", build, cache=use_cache)
+
+
+def _per_dataset_cached(scans: Sequence[Scan], size: int, kind: str, build, *, cache: bool, compress: bool = False):
+    """Arrays per scan key ("dataset/id"), built by `build(scans of one dataset) -> {scan id: array}` and cached per
+    dataset in `cache_file(..., kind)` (written to a temporary file, then renamed, so a reader never sees half)."""
+    out: dict[str, np.ndarray] = {}
+    by_dataset: dict[str, list[Scan]] = {}
+    for scan in scans:
+        by_dataset.setdefault(scan.dataset, []).append(scan)
+    for name, group in by_dataset.items():
+        file = cache_file(group, size, kind)
+        if cache and file.is_file():
+            with np.load(file) as stored:
+                out.update({f"{name}/{k}": stored[k] for k in stored.files})
+            continue
+        arrays = build(group)
+        if cache:
             tmp = file.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
+            (np.savez_compressed if compress else np.savez)(tmp, **arrays)
             tmp.replace(file)
         out.update({f"{name}/{k}": v for k, v in arrays.items()})
     return out
@@ -192,17 +204,8 @@ def load_masks(scans: Sequence[Scan], *, size: int, cache: bool = True) -> dict[
     """Hemorrhage masks on the model input (T x size x size uint8, see `mask_on_input`) per scan key, for the scans
     whose dataset has masks (CT-ICH; `mask_paths` set). A slice without a mask file gets an all-zero mask: CT-ICH
     draws one for every bleeding slice. Cached like the slices."""
-    out: dict[str, np.ndarray] = {}
-    by_dataset: dict[str, list[Scan]] = {}
-    for scan in scans:
-        if scan.mask_paths is not None:
-            by_dataset.setdefault(scan.dataset, []).append(scan)
-    for name, group in by_dataset.items():
-        file = cache_file(group, size, "masks")
-        if cache and file.is_file():
-            with np.load(file) as stored:
-                out.update({f"{name}/{k}": stored[k] for k in stored.files})
-            continue
+
+    def build(group: list[Scan]) -> dict[str, np.ndarray]:
         arrays = {}
         for scan in group:
             masks = []
@@ -212,12 +215,10 @@ def load_masks(scans: Sequence[Scan], *, size: int, cache: bool = True) -> dict[
                 else:
                     masks.append(mask_on_input(load_slice(slice_path), load_slice(mask_path), size=size))
             arrays[scan.scan_id] = np.stack(masks)
-        if cache:
-            tmp = file.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(file)
-        out.update({f"{name}/{k}": v for k, v in arrays.items()})
-    return out
+        return arrays
+
+    with_masks = [scan for scan in scans if scan.mask_paths is not None]
+    return _per_dataset_cached(with_masks, size, "masks", build, cache=cache, compress=True)
 
 
 # Pearson correlation of 32 x 32 thumbnails of the model inputs. Across the 200 Head CT images the median pair is 0.67
