@@ -573,7 +573,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 split (and of training by default)")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="seed of the weights' initialisation, batch order and augmentation (default: --seed); runs that differ "
+        "only in it share the split and can be joined by `python -m ml.ensemble`",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--size", type=int, default=preprocess.DEFAULT_SIZE)
     parser.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
@@ -630,6 +637,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     """Entry point of `python -m ml.train`."""
     args = parse_args(argv)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data_root = args.data_dir or paths.data_dir()
@@ -671,7 +679,7 @@ def main(argv=None) -> int:
         val_items,
         model_config=fit_config,
         epochs=args.epochs,
-        seed=args.seed,
+        seed=train_seed,
         device=device,
         patience=args.patience,
         lr=args.lr,
@@ -700,13 +708,15 @@ def main(argv=None) -> int:
     card = {
         "name": "HemoNet LSTM-GRU" if model_config["recurrent"] else "HemoNet CNN-only",
         "version": f"{MODEL_VERSION_PREFIX if model_config['recurrent'] else 'hemonet-cnn'}-"
-        f"{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M')}-s{args.seed}",
+        f"{dt.datetime.now(dt.UTC).strftime('%Y%m%d%H%M')}-s{args.seed}"
+        + (f"t{train_seed}" if train_seed != args.seed else ""),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "intended_use": "Research prototype: flags possible intracranial hemorrhage on head CT slices/series for "
         "triage research. Not a medical device; not validated for clinical use.",
         "command": "python -m ml.train "
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "seed": args.seed,
+        "train_seed": train_seed,
         "torch_version": torch.__version__,
         "device": str(device),
         "data": counts,
