@@ -292,7 +292,8 @@ def _cv_result(per_fold: list[dict], pooled: dict, pooled_other: list[tuple], ot
     result["pooled_sensitivity_at_specificity_0.90"] = metrics.sensitivity_at_specificity(
         y, [v["p"] for v in pooled.values()], 0.90
     )
-    result[f"tta_{other}"] = _other_tta_summary(per_fold, pooled_other, other)
+    if other is not None:  # None: the record holds one test-time augmentation only (an ensemble's)
+        result[f"tta_{other}"] = _other_tta_summary(per_fold, pooled_other, other)
     return result
 
 
@@ -329,7 +330,7 @@ RECIPE_KEYS = (
     "patience", "tta", "seg_weight",
 )  # fmt: skip
 # Recipe keys added after some records were written, with the value those older records imply.
-RECIPE_DEFAULTS = {"seg_weight": 0.0}
+RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1}
 
 
 def _recipe(record: dict, key: str):
@@ -381,6 +382,118 @@ def merge_cv(parts: list[dict]) -> dict:
     settings["hardware"] = " + ".join(dict.fromkeys(p.get("hardware", "cpu") for p in parts))
     settings["total_minutes"] = sum(p.get("total_minutes", 0.0) for p in parts)
     return _cv_result(per_fold, pooled, pooled_other, other, **settings)
+
+
+def _logit(p) -> np.ndarray:
+    """Log-odds of stored probabilities (clipped: older records rounded them to five decimals)."""
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _member_slice_p(record: dict, case: dict) -> list[float] | None:
+    """A case's slice probabilities in a CV record: stored, or for a dataset of single images (Head CT) its one
+    slice's, which the max-slice pooling holds; None where a record of series did not keep them."""
+    if case.get("slice_p"):
+        return case["slice_p"]
+    return [case["max_slice"]] if record["dataset"] == "head_ct" else None
+
+
+def ensemble_cv(records: list[dict], names: list[str]) -> dict:
+    """The out-of-fold scores of an ensemble, rebuilt from CV records of one recipe on the same folds that differ only
+    in the training seed, as `ml.model.HemoEnsemble` combines its members: per-slice and per-scan logits averaged
+    (here the log-odds of the stored probabilities), then the poolings recomputed (max slice from the averaged
+    slices, so it is exact only where the records keep slice probabilities; else the scan head alone).
+
+    The records keep no validation scores, so the pair cannot choose its pooling and threshold on validation as the
+    shipped ensemble does: per fold it takes the pooling its members chose on their validation split where they
+    agree (else the mean of both poolings) and the threshold whose log-odds are the mean of theirs. Its AUCs are
+    threshold-free and exact; accuracy, sensitivity and specificity are approximate (they say so)."""
+    first = records[0]
+    for record in records[1:]:
+        differ = [k for k in RECIPE_KEYS if k != "train_seed" and _recipe(record, k) != _recipe(first, k)]
+        if differ:
+            raise ValueError(f"not one recipe: {differ} differ")
+    seeds = [r["seed"] if r.get("train_seed") is None else r["train_seed"] for r in records]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"records repeat a training seed ({seeds})")
+    per_fold, pooled = [], {}
+    folds = [{f["fold"]: f for f in r["per_fold"]} for r in records]
+    if any(set(f) != set(folds[0]) for f in folds):
+        raise ValueError("the records hold different folds")
+    for k in sorted(folds[0]):
+        members = [f[k] for f in folds]
+        if any(set(m["cases"]) != set(members[0]["cases"]) for m in members):
+            raise ValueError(f"fold {k}: the records test different cases (other folds or data)")
+        chosen = {m["pooling"] for m in members}
+        pooling = chosen.pop() if len(chosen) == 1 else "mean"
+        threshold = float(_sigmoid(np.mean(_logit([m["threshold"] for m in members]))))
+        rows = []
+        for key in members[0]["cases"]:
+            cases = [m["cases"][key] for m in members]
+            slices = [_member_slice_p(r, c) for r, c in zip(records, cases, strict=True)]
+            head = float(_sigmoid(np.mean(_logit([c["head"] for c in cases]))))
+            scan = {"head": head}
+            slice_p = None
+            if all(s is not None for s in slices):
+                slice_p = _sigmoid(np.mean([_logit(s) for s in slices], axis=0))
+                scan["max_slice"] = float(slice_p.max())
+                scan["mean"] = (head + scan["max_slice"]) / 2
+            labels = cases[0].get("slice_labels") if slice_p is not None else None
+            rows.append(
+                {
+                    "key": key,
+                    "label": cases[0]["label"],
+                    "scan": scan,
+                    "slice_p": np.zeros(0) if slice_p is None else slice_p,
+                    "slice_labels": None if labels is None else np.asarray(labels),
+                }
+            )
+        if any(pooling not in r["scan"] for r in rows):
+            pooling = "head"  # the records keep no slice probabilities: the one pooling rebuilt exactly
+        fold = {
+            "fold": k,
+            "device": " + ".join(dict.fromkeys(m.get("device", "cpu") for m in members)),
+            "n_test": members[0]["n_test"],
+            "pooling": pooling,
+            "threshold": threshold,
+            "epochs_run": [m["epochs_run"] for m in members],
+            "best_epoch": [m["best_epoch"] for m in members],
+            "minutes": sum(m["minutes"] for m in members),
+            "scan": _scan_summary(rows, pooling, threshold),
+            "cases": {
+                r["key"]: {"label": int(r["label"]), **r["scan"], "slice_p": [float(v) for v in r["slice_p"]]}
+                | {"slice_labels": None if r["slice_labels"] is None else [int(v) for v in r["slice_labels"]]}
+                for r in rows
+            },
+        }
+        s = _slice_summary([r for r in rows if len(r["slice_p"])], threshold)
+        if s:
+            fold["slice"] = s
+        per_fold.append(fold)
+        for r in rows:
+            pooled[r["key"]] = {
+                "label": r["label"],
+                "p": r["scan"][pooling],
+                "slice_p": r["slice_p"].tolist(),
+                "slice_labels": None if r["slice_labels"] is None else r["slice_labels"].tolist(),
+            }
+    settings = {k: _recipe(first, k) for k in RECIPE_KEYS}
+    settings.update(
+        train_seed=seeds,
+        ensemble_of=names,
+        combine="mean of the members' log-odds per slice and per scan (as ml.model.HemoEnsemble)",
+        thresholds="approximate: per fold, the members' validation pooling where they agree (else 'mean') and the "
+        "threshold with the mean of their validation thresholds' log-odds; AUCs are exact",
+        grouped=first.get("grouped"),
+        device=" + ".join(dict.fromkeys(r.get("device", "cpu") for r in records)),
+        hardware=" + ".join(dict.fromkeys(r.get("hardware", "cpu") for r in records)),
+        total_minutes=sum(r.get("total_minutes", 0.0) for r in records),
+    )
+    return _cv_result(per_fold, pooled, None, None, **settings)
 
 
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
@@ -582,6 +695,9 @@ def main(argv=None) -> int:
     merge = sub.add_parser("merge", help="join CV records of disjoint folds of one recipe")
     merge.add_argument("--out", required=True, help="name of the merged record in bench/results (no .json)")
     merge.add_argument("records", nargs="+", help="CV record files (JSON)")
+    ens = sub.add_parser("ensemble", help="average the out-of-fold scores of CV records of several training seeds")
+    ens.add_argument("--out", required=True, help="name of the ensemble record in bench/results (no .json)")
+    ens.add_argument("records", nargs="+", help="CV record files (JSON), one per training seed")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -621,6 +737,10 @@ def main(argv=None) -> int:
     elif args.cmd == "merge":
         merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])
         print(_save(args.out, merged))
+    elif args.cmd == "ensemble":
+        files = [Path(f) for f in args.records]
+        record = ensemble_cv([json.loads(f.read_text()) for f in files], [f.stem for f in files])
+        print(_save(args.out, record))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -21,25 +21,10 @@ from ml import data as mldata
 from ml import paths
 
 
-def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path | None = None, argv=None) -> dict:
-    """Write the recalibrated checkpoint to `out` (default: in place) and return its card."""
-    import torch
+def split_items(card: dict, data_dir: Path) -> dict[str, list]:
+    """The validation and test items of a card's split ids ({"val": [...], "test": [...]}), read from data_dir."""
+    from ml.train import make_items
 
-    from ml.train import (
-        THRESHOLD_METHOD,
-        choose_pooling_and_threshold,
-        choose_series_threshold,
-        choose_tta,
-        load_model,
-        make_items,
-        score_items,
-        summarise,
-        write_checkpoint,
-    )
-
-    checkpoint = Path(checkpoint)
-    device = torch.device("cpu")
-    model, card = load_model(checkpoint, device)
     parts: dict[str, list] = {"val": [], "test": []}
     for layout, split in card["splits"].items():
         scans = mldata.read_layout(layout, mldata.dataset_roots(layout, data_dir)[layout])
@@ -47,28 +32,61 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
         items = {it.key: it for it in make_items(scans, arrays)}
         for part, bucket in parts.items():
             bucket += [items[f"{layout}/{i}"] for i in split[part]]
+    return parts
+
+
+def decide_on_validation(model, parts: dict[str, list], device, tta: str = "auto") -> dict:
+    """The decision rule of a trained model, chosen on its validation items exactly as `ml.train` chooses it after
+    training (test-time augmentation, scan pooling, thresholds), and the test items scored once with it. Returns the
+    card fields it sets: tta, tta_method, scan_pooling, thresholds, threshold_method, metrics; and "_test_scores"."""
+    from ml.train import (
+        THRESHOLD_METHOD,
+        choose_pooling_and_threshold,
+        choose_series_threshold,
+        choose_tta,
+        score_items,
+        summarise,
+    )
+
     chosen, val_scores = choose_tta(model, parts["val"], device, tta)
     pooling, threshold, slice_threshold = choose_pooling_and_threshold(val_scores)
     series_threshold = choose_series_threshold(val_scores, pooling)
     decision = {"threshold": threshold, "slice_threshold": slice_threshold, "series_threshold": series_threshold}
     test_scores = score_items(model, parts["test"], device, tta=chosen)
+    return {
+        "tta": chosen,
+        "tta_method": "chosen on validation (validation score with and without flip averaging)"
+        if tta == "auto"
+        else "fixed by the command",
+        "scan_pooling": pooling,
+        "threshold_method": THRESHOLD_METHOD,
+        **decision,
+        "metrics": {
+            "validation": summarise(val_scores, pooling=pooling, **decision),
+            "test": summarise(test_scores, pooling=pooling, **decision),
+        },
+        "_test_scores": test_scores,
+    }
+
+
+def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path | None = None, argv=None) -> dict:
+    """Write the recalibrated checkpoint to `out` (default: in place) and return its card."""
+    import torch
+
+    from ml.train import load_model, write_checkpoint
+
+    checkpoint = Path(checkpoint)
+    device = torch.device("cpu")
+    model, card = load_model(checkpoint, device)
+    rule = decide_on_validation(model, split_items(card, data_dir), device, tta)
+    test_scores = rule.pop("_test_scores")
     keys = ("version", "tta", "scan_pooling", "threshold", "slice_threshold", "series_threshold")
     previous = {k: card.get(k) for k in keys}
     previous["test_metrics"] = card["metrics"]["test"]
     base = card.get("calibration", {}).get("from_version") or card["version"]
     card.update(
-        version=f"{base}-{'flip' if chosen == 'hflip' else 'plain'}",
-        tta=chosen,
-        tta_method="chosen on validation (validation score with and without flip averaging)"
-        if tta == "auto"
-        else "fixed by the command",
-        scan_pooling=pooling,
-        threshold_method=THRESHOLD_METHOD,
-        **decision,
-        metrics={
-            "validation": summarise(val_scores, pooling=pooling, **decision),
-            "test": summarise(test_scores, pooling=pooling, **decision),
-        },
+        version=f"{base}-{'flip' if rule['tta'] == 'hflip' else 'plain'}",
+        **rule,
         calibration={
             "command": "python -m ml.calibrate " + " ".join(shlex.quote(a) for a in (argv or [])),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -77,8 +95,10 @@ def calibrate(checkpoint: Path, *, data_dir: Path, tta: str = "auto", out: Path 
             "note": "weights unchanged; test-time augmentation, pooling and thresholds re-chosen on validation only",
         },
     )
-    card["output"]["scan_probability"] = f"pooling '{pooling}' (chosen on validation)"
-    write_checkpoint(Path(out) if out else checkpoint, None, card, None, test_scores, pooling, copy_from=checkpoint)
+    card["output"]["scan_probability"] = f"pooling '{card['scan_pooling']}' (chosen on validation)"
+    write_checkpoint(
+        Path(out) if out else checkpoint, None, card, None, test_scores, card["scan_pooling"], copy_from=checkpoint
+    )
     return card
 
 

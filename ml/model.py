@@ -116,6 +116,51 @@ class HemoNet(nn.Module):
         return {"slice_logits": slice_logits, "scan_logits": scan_logits, "mask": mask_d}
 
 
+class HemoEnsemble(nn.Module):
+    """Members of one architecture trained with different training seeds on the same split; their per-slice and
+    per-scan logits are averaged (for two classes, the mean of the members' log-odds). The output has HemoNet's
+    form, so pooling, test-time augmentation, scoring and thresholds treat an ensemble as one model. Averaging
+    members that differ only in their training seed evens out how far the outcome of any one run depends on luck,
+    which on the small CT-ICH set is large (see bench/results/notes.md)."""
+
+    def __init__(self, members: list[HemoNet]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        configs = [m.config for m in members]
+        if any(c != configs[0] for c in configs[1:]):
+            raise ValueError(f"ensemble members differ in architecture: {configs}")
+        self.members = nn.ModuleList(members)
+        self.config = dict(configs[0], members=len(members))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *, return_features: bool = False):
+        """As HemoNet.forward; "features" is then the list of the members' last feature maps."""
+        outs = [m(x, lengths, return_features=return_features) for m in self.members]
+        out = {
+            "slice_logits": torch.stack([o["slice_logits"] for o in outs]).mean(0),
+            "scan_logits": torch.stack([o["scan_logits"] for o in outs]).mean(0),
+            "mask": outs[0]["mask"],
+        }
+        if return_features:
+            out["features"] = [o["features"] for o in outs]
+        return out
+
+
+def build_model(config: dict) -> HemoNet | HemoEnsemble:
+    """An untrained model (weights to be loaded) for a card's `architecture`: a HemoNet, or with "members": n an
+    ensemble of n HemoNets of that configuration."""
+    config = dict(config)
+    n = int(config.pop("members", 1))
+    if n == 1:
+        return HemoNet.from_config(config, pretrained=False)
+    return HemoEnsemble([HemoNet.from_config(config, pretrained=False) for _ in range(n)])
+
+
+def members_of(model: nn.Module) -> list[HemoNet]:
+    """The HemoNets a model averages: an ensemble's members, or the model itself."""
+    return list(model.members) if isinstance(model, HemoEnsemble) else [model]
+
+
 def decision_threshold(n_slices: int, threshold: float, series_threshold: float | None = None) -> float:
     """The scan threshold for a scan of `n_slices`: the card's series threshold for a series (more than one slice)
     where the card has one, else its threshold."""

@@ -124,39 +124,55 @@ class Predictor:
         the image shown). The recurrent layers let every slice's features move every other slice's logit; summing
         the logits before differentiating would paint on slice i whatever in it raised any slice's evidence.
 
-        The head starts with a spatial mean of the feature map, so the channel weights are the gradients with
-        respect to that mean. The per-slice gradients come from few backward passes: the scan runs as a batch of
-        identical copies, copy i contributes only slice i's logit, and the copies are independent sequences, so
-        copy i's gradient is slice i's own. Copies go in chunks to bound memory on long series. The encoder runs
-        without autograd; `fmap`, when given, is its feature map from the prediction pass (not run again)."""
-        import torch
+        An ensemble's logit is the mean of its members' logits, and each member's feature map moves only its own,
+        so the ensemble's map is the mean of the members' weighted feature maps (before the ReLU). `fmap`, when
+        given, is the prediction pass's feature map (a list of them for an ensemble), so the encoders do not run
+        again."""
         import torch.nn.functional as F
 
-        b, t = x.shape[:2]
-        if fmap is None:
-            with torch.no_grad():
-                fmap = self.model.encoder(x.reshape(b * t, *x.shape[2:]))
-        fmap = fmap.clone()  # out of inference mode, so it may enter an autograd graph's arithmetic
-        pooled = fmap.mean(dim=(2, 3))  # T x C
-        weights = torch.empty_like(pooled)
-        # cuDNN's RNN kernels refuse a backward pass in eval mode ("cudnn RNN backward can only be called in
-        # training mode"): on a GPU worker the recurrent layers run with cuDNN off for this pass only.
-        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            for start in range(0, t, GRADCAM_CHUNK):
-                rows = torch.arange(start, min(t, start + GRADCAM_CHUNK), device=pooled.device)
-                k = len(rows)
-                copies = pooled.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)  # k copies x T slices x C
-                out = self.model.forward_features(copies.reshape(k * t, -1, 1, 1), k, t, lengths.repeat(k))
-                own = torch.arange(k, device=pooled.device)
-                logits = out["slice_logits"][own, rows]  # copy j: slice start + j
-                (logits[:, 1] - logits[:, 0]).sum().backward()
-                weights[rows] = copies.grad[own, rows]  # d logit_i / d mean feature of slice i
-        cam = F.relu((weights[:, :, None, None] * fmap).sum(1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        from ml.model import members_of
+
+        members = members_of(self.model)
+        fmaps = fmap if isinstance(fmap, list) else [fmap] * len(members)
+        cam = sum(_weighted_features(m, x, lengths, f) for m, f in zip(members, fmaps, strict=True)) / len(members)
+        cam = F.interpolate(F.relu(cam), size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         # One scale per scan: slices with little evidence stay dim instead of being stretched to full range.
         peak = float(cam.max())
         cam = cam / peak if peak > 0 else cam
         return [c.cpu().numpy().astype(np.float32) for c in cam]
+
+
+def _weighted_features(model, x, lengths, fmap=None):
+    """One HemoNet's Grad-CAM before the ReLU: T x 1 x h x w, slice i's last feature map weighted channel by channel
+    by the gradient of slice i's own hemorrhage logit.
+
+    The head starts with a spatial mean of the feature map, so the channel weights are the gradients with respect to
+    that mean. The per-slice gradients come from few backward passes: the scan runs as a batch of identical copies,
+    copy i contributes only slice i's logit, and the copies are independent sequences, so copy i's gradient is slice
+    i's own. Copies go in chunks to bound memory on long series. The encoder runs without autograd, and not at all
+    when `fmap` (its feature map from the prediction pass) is given."""
+    import torch
+
+    b, t = x.shape[:2]
+    if fmap is None:
+        with torch.no_grad():
+            fmap = model.encoder(x.reshape(b * t, *x.shape[2:]))
+    fmap = fmap.clone()  # out of inference mode, so it may enter an autograd graph's arithmetic
+    pooled = fmap.mean(dim=(2, 3))  # T x C
+    weights = torch.empty_like(pooled)
+    # cuDNN's RNN kernels refuse a backward pass in eval mode ("cudnn RNN backward can only be called in training
+    # mode"): on a GPU worker the recurrent layers run with cuDNN off for this pass only.
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+        for start in range(0, t, GRADCAM_CHUNK):
+            rows = torch.arange(start, min(t, start + GRADCAM_CHUNK), device=pooled.device)
+            k = len(rows)
+            copies = pooled.unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)  # k copies x T slices x C
+            out = model.forward_features(copies.reshape(k * t, -1, 1, 1), k, t, lengths.repeat(k))
+            own = torch.arange(k, device=pooled.device)
+            logits = out["slice_logits"][own, rows]  # copy j: slice start + j
+            (logits[:, 1] - logits[:, 0]).sum().backward()
+            weights[rows] = copies.grad[own, rows]  # d logit_i / d mean feature of slice i
+    return (weights[:, :, None, None] * fmap).sum(1, keepdim=True)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.45) -> Image.Image:

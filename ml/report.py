@@ -86,7 +86,9 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"patience {cv['patience']}")
     if cv.get("seg_weight", 0.0) > 0:
         parts.append(f"mask supervision (weight {cv['seg_weight']:g})")
-    if cv.get("train_seed", cv.get("seed", 0)) != cv.get("seed", 0):
+    if cv.get("ensemble_of"):
+        parts.append(f"ensemble of training seeds {' + '.join(map(str, cv['train_seed']))} (logits averaged)")
+    elif cv.get("train_seed", cv.get("seed", 0)) != cv.get("seed", 0):
         parts.append(f"training seed {cv['train_seed']}")
     if cv.get("merged_from"):
         parts.append(
@@ -151,6 +153,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     seg_weight = card.get("training", {}).get("seg_weight", 0.0)
     size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
+    members = card.get("architecture", {}).get("members", 1)
     freeze, patience, min_epochs, max_epochs = _card_stopping(card)
     matches = [
         cv
@@ -168,6 +171,8 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         and cv.get("min_epochs", 1) == min_epochs
         and cv.get("max_epochs") == max_epochs
         and (cv.get("tta", "none") == tta or _other_tta(cv, tta))
+        # An ensemble's CV is the record of its members' averaged scores (`ml.benchmark ensemble`).
+        and len(cv.get("ensemble_of") or [None]) == members
     ]
     if not matches:
         return None
@@ -187,6 +192,24 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         return cv
     other = _other_tta(cv, tta)
     return {**other, "slice_summary": {"auc": other.get("slice_auc")}, "folds": cv["folds"], "_name": cv["_name"]}
+
+
+def _member_lines(card: dict) -> list[str]:
+    """For an ensemble card: how its logits combine, and each member's training command and outcome."""
+    ens = card.get("ensemble")
+    if not ens:
+        return []
+    lines = [f"- an ensemble of {len(ens['members'])} members trained on the same split: {ens['combine']}"]
+    for m in ens["members"]:
+        alone = m["alone"]["metrics"]["test"]
+        lines.append(
+            f"  - `{m['version']}` (training seed {m['train_seed']}): `{m['command']}`; {m['epochs_run']} epochs, "
+            f"best {m['best_epoch']}, {m['train_minutes']:.1f} min; alone on the test split: Head CT accuracy "
+            f"{_f(alone.get('head_ct', {}).get('scan', {}).get('accuracy'), pct=True)}, CT-ICH patient AUC "
+            f"{_f(alone.get('ct_ich', {}).get('scan', {}).get('auc'))}, slice AUC "
+            f"{_f(alone.get('ct_ich', {}).get('slice', {}).get('auc'))}"
+        )
+    return lines
 
 
 def _card_stopping(card: dict) -> tuple[int, int, int, int | None]:
@@ -248,6 +271,7 @@ def write_report(path: Path) -> None:
             )
             + " (all chosen on validation)",
             f"- command: `{card['command']}` (seed {card['seed']})",
+            *_member_lines(card),
             *(
                 [f"- recalibrated (weights unchanged) with `{card['calibration']['command']}`"]
                 if card.get("calibration")
@@ -258,7 +282,9 @@ def write_report(path: Path) -> None:
                 "each whole, once per epoch" if t.get("window", 16) <= 0 else f"windows of {t.get('window', 16)} slices"
             ),
             f"- training time: {t['train_minutes']:.1f} min of training ({t['epochs_run']} epochs, best "
-            f"{t['best_epoch']}) + {t['preprocess_minutes']:.1f} min preprocessing, {t['hardware']}",
+            f"{t['best_epoch']}) + {t['preprocess_minutes']:.1f} min preprocessing, {t['hardware']}"
+            if not card.get("ensemble")
+            else f"- training time: {t['cpu_time_statement']}",
             "",
             "![curves](figures/default_curves.png) ![roc](figures/default_roc.png)",
             "",

@@ -29,7 +29,16 @@ import torch.nn.functional as F
 from ml import data as mldata
 from ml import metrics, paths, preprocess
 from ml.augment import augment_with_masks
-from ml.model import POOLINGS, HemoNet, count_parameters, decision_threshold, forward_tta, scan_probability
+from ml.model import (
+    POOLINGS,
+    HemoEnsemble,
+    HemoNet,
+    build_model,
+    count_parameters,
+    decision_threshold,
+    forward_tta,
+    scan_probability,
+)
 
 MODEL_VERSION_PREFIX = "hemonet-lstmgru"
 
@@ -492,34 +501,40 @@ def save_state_dict(model: HemoNet, path: Path) -> None:
     torch.save(state, path)
 
 
-def load_model(checkpoint_dir: str | Path, device: torch.device | str = "cpu") -> tuple[HemoNet, dict]:
-    """Model + card from a checkpoint folder (weights_only=True; float16 weights cast back to float32)."""
+def load_model(checkpoint_dir: str | Path, device: torch.device | str = "cpu") -> tuple[HemoNet | HemoEnsemble, dict]:
+    """Model + card from a checkpoint folder (weights_only=True; float16 weights cast back to float32). A card whose
+    architecture has "members" holds an ensemble (ml.ensemble), loaded as one HemoEnsemble."""
     checkpoint_dir = Path(checkpoint_dir)
     card = json.loads((checkpoint_dir / "metadata.json").read_text())
-    model = HemoNet.from_config(card["architecture"], pretrained=False)
+    model = build_model(card["architecture"])
     state = torch.load(checkpoint_dir / "model.pt", map_location="cpu", weights_only=True)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def plot_curves(history: list[dict] | dict[str, list[dict]], path: Path) -> None:
+    """Training and validation loss and accuracy per epoch; for an ensemble, {member name: history}, one line per
+    member and curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
+    runs = history if isinstance(history, dict) else {"": history}
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=80)
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train (slice + scan CE)")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation (scan CE)")
+    for name, hist in runs.items():
+        epochs = [h["epoch"] for h in hist]
+        tag = f"{name}: " if name else ""
+        axes[0].plot(epochs, [h["train_loss"] for h in hist], label=f"{tag}train (slice + scan CE)")
+        axes[0].plot(epochs, [h["val_loss"] for h in hist], label=f"{tag}validation (scan CE)")
+        axes[1].plot(epochs, [h["train_accuracy"] for h in hist], label=f"{tag}train (slices)")
+        axes[1].plot(epochs, [h["val_accuracy"] for h in hist], label=f"{tag}validation (scans, p >= 0.5)")
     axes[0].set_title("loss (cross-entropy)")
-    axes[1].plot(epochs, [h["train_accuracy"] for h in history], label="train (slices)")
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="validation (scans, p >= 0.5)")
     axes[1].set_title("accuracy")
     for ax in axes:
         ax.set_xlabel("epoch")
-        ax.legend()
+        ax.legend(fontsize=7 if len(runs) > 1 else None)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

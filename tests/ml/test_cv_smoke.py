@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml.benchmark import merge_cv, run_cv
+from ml.benchmark import ensemble_cv, merge_cv, run_cv
 
 
 def test_cv_scores_every_patient_once_and_reports_both_tta_variants(synthetic_root):
@@ -76,3 +76,64 @@ def test_folds_run_apart_merge_into_the_record_of_the_whole_run(synthetic_root):
         merge_cv([dict(first, seg_weight=1.0), old])
     masked = run_cv("ct_ich", 3, data_dir=synthetic_root, only_folds=[0], seg_weight=1.0, **dict(TINY, encoder="lite0"))
     assert masked["seg_weight"] == 1.0 and sorted(masked["per_fold"][0]["cases"]) == sorted(cases)
+
+
+def test_ensemble_record_rebuilds_the_scores_hemo_ensemble_gives():
+    """The CV pair's scores come from stored probabilities; they must be what HemoEnsemble (mean of the members'
+    logits) outputs for the same members, under the scan head and the max slice."""
+    import torch
+
+    from ml.model import HemoEnsemble, HemoNet, scan_probability
+
+    tiny = {"encoder": "small", "recurrent": True, "in_channels": 1, "embed": 16, "hidden": 8, "dropout": 0.0}
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(HemoNet(**tiny, pretrained=False).eval())
+    x = torch.randn(1, 6, 1, 32, 32)
+    records = []
+    with torch.no_grad():
+        for seed, member in enumerate(members):
+            out = member(x)
+            case = {"label": 1, **{p: float(scan_probability(out, p)[0]) for p in ("head", "max_slice", "mean")}}
+            case["slice_p"] = torch.softmax(out["slice_logits"], -1)[0, :, 1].tolist()
+            case["slice_labels"] = [0, 0, 1, 1, 0, 0]
+            fold = {"fold": 0, "n_test": 1, "pooling": "max_slice", "threshold": 0.4 + 0.2 * seed, "epochs_run": 3}
+            fold.update(best_epoch=2, minutes=1.0, cases={"ct_ich/001": case})
+            record = {"dataset": "ct_ich", "variant": "lstmgru", "seed": 0, "train_seed": seed}
+            records.append(dict(record, per_fold=[fold]))
+        both = HemoEnsemble(members)(x)
+    pair = ensemble_cv(records, ["a", "b"])
+    case = pair["per_fold"][0]["cases"]["ct_ich/001"]
+    for pooling in ("head", "max_slice", "mean"):
+        assert case[pooling] == pytest.approx(float(scan_probability(both, pooling)[0]), abs=1e-5), pooling
+    assert case["slice_p"] == pytest.approx(torch.softmax(both["slice_logits"], -1)[0, :, 1].tolist(), abs=1e-5)
+    # Both members chose max slice on validation; the threshold's log-odds are the mean of theirs (0.4 and 0.6).
+    assert pair["per_fold"][0]["pooling"] == "max_slice" and pair["per_fold"][0]["threshold"] == pytest.approx(0.5)
+    assert pair["train_seed"] == [0, 1] and pair["ensemble_of"] == ["a", "b"] and "tta_hflip" not in pair
+
+
+def test_training_seeds_on_the_same_folds_join_into_an_ensemble_record(synthetic_root):
+    a = run_cv("ct_ich", 3, data_dir=synthetic_root, **TINY)
+    b = run_cv("ct_ich", 3, data_dir=synthetic_root, train_seed=5, **TINY)
+    pair = ensemble_cv([a, b], ["a", "b"])
+    assert [f["fold"] for f in pair["per_fold"]] == [0, 1, 2] and sum(f["n_test"] for f in pair["per_fold"]) == 7
+    for fa, fb, fp in zip(a["per_fold"], b["per_fold"], pair["per_fold"], strict=True):
+        assert fp["pooling"] == (fa["pooling"] if fa["pooling"] == fb["pooling"] else "mean")
+        for key, case in fp["cases"].items():
+            lo, hi = sorted((fa["cases"][key]["head"], fb["cases"][key]["head"]))
+            assert lo - 1e-9 <= case["head"] <= hi + 1e-9, "a mean of log-odds lies between the members"
+            assert len(case["slice_p"]) == len(case["slice_labels"]) == 4
+    assert pair["pooled_slice_auc"] is not None and pair["slice_summary"]["auc"]["n"] == 3
+
+    with pytest.raises(ValueError, match="repeat a training seed"):
+        ensemble_cv([a, a], ["a", "a"])
+    with pytest.raises(ValueError, match="max_epochs"):
+        ensemble_cv([a, dict(b, max_epochs=9)], ["a", "b"])
+    with pytest.raises(ValueError, match="different folds"):
+        ensemble_cv([a, dict(b, per_fold=b["per_fold"][:2])], ["a", "b"])
+    # A record of series that kept no slice probabilities (older runs): only the scan head is rebuilt exactly.
+    bare_folds = [dict(f, cases={k: dict(c, slice_p=[]) for k, c in f["cases"].items()}) for f in b["per_fold"]]
+    bare = dict(b, per_fold=bare_folds)
+    head_only = ensemble_cv([a, bare], ["a", "bare"])
+    assert {f["pooling"] for f in head_only["per_fold"]} == {"head"} and "pooled_slice_auc" not in head_only

@@ -38,6 +38,14 @@ def test_shipped_recipe_cv_matches_encoder_freezing_and_stopping(monkeypatch):
     seg_card = {"training": dict(old_card["training"], seg_weight=1.0)}
     assert report.shipped_recipe_cv("ct_ich", seg_card)["_name"] == "cv_a_short_seg"
     assert "mask supervision (weight 1)" in report._recipe(runs[0], "none")
+    # An ensemble card's CV is the record of its members' averaged scores, and a single model's never is.
+    pair = _cv("cv_pair", freeze_blocks=3, patience=4, min_epochs=1, train_seed=[0, 1], ensemble_of=["a", "b"])
+    runs.append(pair)
+    ens_card = {**old_card, "architecture": {"encoder": "lite0", "members": 2}}
+    assert report.shipped_recipe_cv("ct_ich", ens_card)["_name"] == "cv_pair"
+    assert report.shipped_recipe_cv("ct_ich", old_card)["_name"] == "cv_a_short"
+    assert report.shipped_recipe_cv("ct_ich", {**old_card, "architecture": {"members": 3}}) is None
+    assert "ensemble of training seeds 0 + 1 (logits averaged)" in report._recipe(dict(pair, seed=0), "none")
 
 
 def test_recipe_names_say_what_differs():

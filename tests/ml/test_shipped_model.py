@@ -30,9 +30,13 @@ def predictor(card):
 def test_artifacts_are_complete_and_small(card):
     for name in ("model.pt", "metadata.json", "curves.png", "roc.png"):
         assert (MODEL_DIR / name).is_file()
-    assert (MODEL_DIR / "model.pt").stat().st_size < 20 * 1024 * 1024
+    assert sum(f.stat().st_size for f in MODEL_DIR.iterdir()) < 20 * 1024 * 1024, "the folder's budget: 20 MB"
     assert set(card["splits"]) == {"head_ct", "ct_ich"}, "the default model is trained with --dataset both"
-    assert "--dataset both" in card["command"]
+    # One model's training command, or each ensemble member's (joined by `python -m ml.ensemble`).
+    members = card.get("ensemble", {}).get("members", [])
+    assert len(members) == card["architecture"].get("members", 1) if members else "members" not in card["architecture"]
+    for command in [m["command"] for m in members] or [card["command"]]:
+        assert command.startswith("python -m ml.train") and "--dataset both" in command
     assert card["training"]["train_minutes"] > 0
 
 
