@@ -209,6 +209,16 @@ def _split_sizes(splits: Any) -> list[dict[str, Any]]:
     return sizes
 
 
+def _ensemble_members(card: dict) -> dict | None:
+    """An ensemble card's combination rule and members (version, training seed, command, epochs, minutes)."""
+    ens = card.get("ensemble")
+    if not isinstance(ens, dict) or not isinstance(ens.get("members"), list):
+        return None
+    keys = ("version", "train_seed", "command", "epochs_run", "best_epoch", "train_minutes")
+    members = [{k: m.get(k) for k in keys} for m in ens["members"] if isinstance(m, dict)]
+    return {"combine": ens.get("combine", ""), "members": members}
+
+
 def _model_context(model_version: ModelVersion) -> dict[str, Any]:
     card = model_version.card or {}
     metrics = model_version.metrics or card.get("metrics") or {}
@@ -222,7 +232,8 @@ def _model_context(model_version: ModelVersion) -> dict[str, Any]:
         "flat_metrics": flat,
         "split_sizes": _split_sizes(card.get("splits")),
         "data": card.get("data") if isinstance(card.get("data"), dict) else {},
-        "training": {k: v for k, v in training.items() if k != "history"},
+        "training": {k: v for k, v in training.items() if k not in ("history", "members")},
+        "ensemble": _ensemble_members(card),
         "artifacts": {key: (model_version.directory / name).is_file() for key, name in MODEL_ARTIFACTS.items()},
         "other_versions": model_version_list().exclude(pk=model_version.pk)[:10],
     }

@@ -319,7 +319,24 @@ def test_model_page_reads_the_nested_metrics_of_a_trained_model_card(clinician_c
     ModelVersion.objects.filter(pk=active_model.pk).update(card=card, metrics=card["metrics"])
     page = body(clinician_client.get(reverse("results:model", args=[active_model.pk])))
     assert 'data-testid="metrics-table"' in page and "0.951" in page and "0.934" in page
-    assert "python -m ml.train --seed 0" in page and ">140<" in page
+    assert "python -m ml.train --seed 0" in page and ">140<" in page and "ensemble-members" not in page
+
+    # An ensemble's card: the joining command, then each member's seed, epochs and training command.
+    members = [
+        {"version": f"m-s0t{i}", "train_seed": i, "command": f"python -m ml.train --train-seed {i}"}
+        | {"epochs_run": 9 + i, "best_epoch": 5 + i, "train_minutes": 7.5, "history": [{"epoch": 1}]}
+        for i in (0, 1)
+    ]
+    ensemble = {"combine": "mean of logits", "members": members}
+    card = dict(card, command="python -m ml.ensemble --members a b", ensemble=ensemble)
+    card["training"] = {"members": [{"train_seed": 0}], "train_minutes": 15.0}
+    ModelVersion.objects.filter(pk=active_model.pk).update(card=card)
+    page = body(clinician_client.get(reverse("results:model", args=[active_model.pk])))
+    assert "Command that joined the members" in page and "python -m ml.ensemble --members a b" in page
+    assert 'data-testid="ensemble-members"' in page and "mean of logits" in page
+    for i in (0, 1):
+        assert f"python -m ml.train --train-seed {i}" in page and f"m-s0t{i}" in page and f"{9 + i} ({5 + i})" in page
+    assert "{&#x27;train_seed&#x27;" not in page, "the members' list is a table, not a raw value among the facts"
 
 
 @pytest.mark.django_db
