@@ -100,6 +100,7 @@ def run_cv(
     train_seed: int | None = None,
     only_folds: Sequence[int] | None = None,
     seg_weight: float = 0.0,
+    note: str = "",
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
 
@@ -262,6 +263,7 @@ def run_cv(
             patience=patience,
             tta=tta,
             only_folds=None if only_folds is None else sorted(only_folds),
+            **({"note": note} if note else {}),
             device=str(dev),
             hardware=hardware,
             total_minutes=(time.time() - started) / 60,
@@ -679,6 +681,7 @@ def main(argv=None) -> int:
     cv.add_argument("--ema", type=float, default=0.0, help="keep a moving average of the weights (decay)")
     cv.add_argument("--min-epochs", type=int, default=1, help="the first epoch that may be kept")
     cv.add_argument("--tag", default="", help="suffix of the results file name")
+    cv.add_argument("--note", default="", help="a few words for the report's row (e.g. what a rerun is for)")
     cv.add_argument("--encoder", choices=["lite0", "small"], default="lite0")
     cv.add_argument("--extra-train", choices=list(mldata.LAYOUTS), default=None, help="add this dataset to training")
     cv.add_argument("--freeze-blocks", type=int, default=3, help="frozen Lite0 blocks after the stem (as ml.train)")
@@ -720,6 +723,7 @@ def main(argv=None) -> int:
             patience=args.patience,
             tta=args.tta,
             tag=args.tag,
+            note=args.note,
             encoder=args.encoder,
             extra_train=args.extra_train,
             augment=args.augment,

@@ -29,6 +29,8 @@ RECIPE_FIELDS = (
     "max_epochs", "optimizer", "lr", "loss", "augmentation", "frozen", "freeze_blocks", "patience", "min_epochs",
     "schedule", "augment", "window", "early_stopping", "ema_decay", "seg_weight",
 )  # fmt: skip
+# What cards written before a training setting was recorded imply for it (the defaults of the time).
+TRAINING_DEFAULTS = {"ema_decay": 0.0, "seg_weight": 0.0}
 COMBINE = "mean of the members' per-slice and per-scan logits (for two classes, the mean of their log-odds)"
 
 
@@ -39,18 +41,38 @@ def check_members(cards: list[dict]) -> None:
     first = cards[0]
     for card in cards[1:]:
         for key in SHARED_FIELDS:
-            if card.get(key) != first.get(key):
+            if _shared(card, key) != _shared(first, key):
                 raise ValueError(f"members {first['version']} and {card['version']} differ in {key!r}")
         if _counts(card) != _counts(first):
             raise ValueError(f"members {first['version']} and {card['version']} were trained on different data")
+        recipe, first_recipe = training_recipe(card), training_recipe(first)
         for key in RECIPE_FIELDS:
-            if card["training"].get(key) != first["training"].get(key):
+            if recipe[key] != first_recipe[key]:
                 raise ValueError(f"members {first['version']} and {card['version']} differ in training {key!r}")
         if first["architecture"].get("members", 1) != 1:
             raise ValueError(f"{first['version']} is already an ensemble; join single models")
     seeds = [c.get("train_seed", c["seed"]) for c in cards]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"members repeat a training seed ({seeds}): they would be the same model")
+
+
+def _shared(card: dict, key: str):
+    """A shared card field; an architecture from before mask supervision existed has no mask heads."""
+    if key == "architecture":
+        return {"seg": False, **card["architecture"]}
+    return card.get(key)
+
+
+def training_recipe(card: dict) -> dict:
+    """The card's training settings of RECIPE_FIELDS, with what older cards imply where they do not say (the
+    stopping rule and frozen blocks from their words, as the results report reads them)."""
+    from ml.report import card_stopping
+
+    t = card["training"]
+    recipe = {k: t.get(k, TRAINING_DEFAULTS.get(k)) for k in RECIPE_FIELDS}
+    freeze, patience, min_epochs, max_epochs = card_stopping(card)
+    recipe.update(freeze_blocks=freeze, patience=patience, min_epochs=min_epochs, max_epochs=max_epochs)
+    return recipe
 
 
 def _counts(card: dict) -> dict:
@@ -97,7 +119,7 @@ def build(members: list[Path], *, out: Path, data_dir: Path, tta: str = "auto", 
     first = cards[0]
     entries = [member_entry(c) for c in cards]
     now = dt.datetime.now(dt.UTC)
-    training = {k: first["training"].get(k) for k in RECIPE_FIELDS}
+    training = training_recipe(first)
     training.update(
         members=[{k: e[k] for k in ("train_seed", "epochs_run", "best_epoch", "train_minutes")} for e in entries],
         epochs_run=sum(e["epochs_run"] for e in entries),
@@ -125,7 +147,7 @@ def build(members: list[Path], *, out: Path, data_dir: Path, tta: str = "auto", 
         "splits": first["splits"],
         "split_method": first["split_method"],
         "split_groups": first.get("split_groups", {}),
-        "architecture": model.config,
+        "architecture": model.config,  # the members' (mask heads off where an old card did not say) + "members"
         "parameters": count_parameters(model),
         "encoder_init": first.get("encoder_init"),
         "input": first["input"],

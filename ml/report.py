@@ -98,6 +98,8 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(cv.get("hardware", "GPU"))
     if tta == "hflip":
         parts.append("flip TTA")
+    if cv.get("note"):
+        parts.append(cv["note"])
     if cv.get("dataset") == "head_ct" and "grouped" not in cv:
         parts.append("**folds not grouped: near-duplicate images leak, optimistic**")
     return ", ".join(parts)
@@ -154,7 +156,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
     members = card.get("architecture", {}).get("members", 1)
-    freeze, patience, min_epochs, max_epochs = _card_stopping(card)
+    freeze, patience, min_epochs, max_epochs = card_stopping(card)
     matches = [
         cv
         for cv in _cv_runs(dataset)
@@ -212,7 +214,7 @@ def _member_lines(card: dict) -> list[str]:
     return lines
 
 
-def _card_stopping(card: dict) -> tuple[int, int, int, int | None]:
+def card_stopping(card: dict) -> tuple[int, int, int, int | None]:
     """(frozen encoder blocks, patience, first keepable epoch, max epochs) of a card's training; cards written
     before the numbers were recorded say them in words."""
     t = card.get("training", {})

@@ -160,6 +160,15 @@ def test_train_seed_members_join_into_one_checkpoint_that_scores_as_their_averag
     report = evaluate.evaluate(out, data_dir=synthetic_root / "ct_ich", layout="ct_ich", split="test")
     assert report["scan"]["accuracy"] == pytest.approx(card["metrics"]["test"]["ct_ich"]["scan"]["accuracy"])
 
+    # A card from before the mask heads and the stopping numbers were recorded joins a new one: what it implies is
+    # what the new one says.
+    unsaid = ("seg_weight", "ema_decay", "freeze_blocks", "patience", "min_epochs")
+    old = dict(a, architecture={k: v for k, v in a["architecture"].items() if k != "seg"})
+    old["training"] = {k: v for k, v in a["training"].items() if k not in unsaid}
+    ensemble.check_members([old, b])
+    with pytest.raises(ValueError, match="differ in training 'patience'"):
+        ensemble.check_members([old, dict(b, training=dict(b["training"], patience=8))])
+
     # Members that would be the same model, or sit on another split, are refused.
     with pytest.raises(ValueError, match="repeat a training seed"):
         ensemble.check_members([a, dict(a, version="copy")])

@@ -22,7 +22,7 @@ def test_shipped_recipe_cv_matches_encoder_freezing_and_stopping(monkeypatch):
         "training": {"window": 0, "frozen": "stem + first 3 blocks", "early_stopping": "patience 4 on the validation"
                      " AUC score", "max_epochs": 14},
     }  # fmt: skip
-    assert report._card_stopping(old_card) == (3, 4, 1, 14)
+    assert report.card_stopping(old_card) == (3, 4, 1, 14)
     assert report.shipped_recipe_cv("ct_ich", old_card)["_name"] == "cv_a_short"
     new_card = {
         "training": {"window": 0, "frozen": "none (whole encoder trained)", "freeze_blocks": 0, "patience": 8,
@@ -60,8 +60,10 @@ def test_recipe_names_say_what_differs():
             "seed": 0,
             "train_seed": 2,
             "merged_from": [{"folds": [0, 1], "device": "NVIDIA H100"}, {"folds": [2], "device": "cpu, 2 threads"}],
+            "note": "rerun that keeps slice probabilities",
         },
         "none",
     )
-    for words in ("whole encoder trained", "patience 8", "training seed 2", "folds 0,1 on NVIDIA H100 + 2 on cpu"):
+    words_expected = ("whole encoder trained", "patience 8", "training seed 2", "folds 0,1 on NVIDIA H100 + 2 on cpu")
+    for words in (*words_expected, "rerun that keeps slice probabilities"):
         assert words in label
