@@ -38,6 +38,9 @@ def check_members(cards: list[dict]) -> None:
     """Refuse members that are not one recipe on one split, or that repeat a training seed (the same weights)."""
     if len(cards) < 2:
         raise ValueError("an ensemble needs at least two members")
+    for card in cards:
+        if card["architecture"].get("members", 1) != 1:
+            raise ValueError(f"{card['version']} is already an ensemble; join single models")
     first = cards[0]
     for card in cards[1:]:
         for key in SHARED_FIELDS:
@@ -49,8 +52,6 @@ def check_members(cards: list[dict]) -> None:
         for key in RECIPE_FIELDS:
             if recipe[key] != first_recipe[key]:
                 raise ValueError(f"members {first['version']} and {card['version']} differ in training {key!r}")
-        if first["architecture"].get("members", 1) != 1:
-            raise ValueError(f"{first['version']} is already an ensemble; join single models")
     seeds = [c.get("train_seed", c["seed"]) for c in cards]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"members repeat a training seed ({seeds}): they would be the same model")
@@ -126,7 +127,7 @@ def build(members: list[Path], *, out: Path, data_dir: Path, tta: str = "auto", 
         best_epoch=[e["best_epoch"] for e in entries],
         train_minutes=round(sum(e["train_minutes"] for e in entries), 2),
         preprocess_minutes=first["training"].get("preprocess_minutes", 0.0),
-        hardware=first["training"]["hardware"],
+        hardware=" + ".join(dict.fromkeys(e["hardware"] for e in entries)),
     )
     training["cpu_time_statement"] = (
         f"{training['train_minutes']:.1f} min of training in all ("
