@@ -701,6 +701,7 @@ def main(argv=None) -> int:
     ens = sub.add_parser("ensemble", help="average the out-of-fold scores of CV records of several training seeds")
     ens.add_argument("--out", required=True, help="name of the ensemble record in bench/results (no .json)")
     ens.add_argument("records", nargs="+", help="CV record files (JSON), one per training seed")
+    ens.add_argument("--note", default="", help="a few words for the report's row")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -744,6 +745,8 @@ def main(argv=None) -> int:
     elif args.cmd == "ensemble":
         files = [Path(f) for f in args.records]
         record = ensemble_cv([json.loads(f.read_text()) for f in files], [f.stem for f in files])
+        if args.note:
+            record["note"] = args.note
         print(_save(args.out, record))
     elif args.cmd == "classical":
         run_classical()
