@@ -225,6 +225,8 @@ def _model_context(model_version: ModelVersion) -> dict[str, Any]:
     rows = _metric_rows(metrics)
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)} if not rows else {}
     training = card.get("training") if isinstance(card.get("training"), dict) else {}
+    ensemble = _ensemble_members(card)
+    ensemble_keys = ("epochs_run", "best_epoch") if ensemble else ()
     return {
         "model_version": model_version,
         "card": card,
@@ -232,8 +234,9 @@ def _model_context(model_version: ModelVersion) -> dict[str, Any]:
         "flat_metrics": flat,
         "split_sizes": _split_sizes(card.get("splits")),
         "data": card.get("data") if isinstance(card.get("data"), dict) else {},
-        "training": {k: v for k, v in training.items() if k not in ("history", "members")},
-        "ensemble": _ensemble_members(card),
+        # An ensemble's per-member epochs are in its members' table, not summed or listed among the facts.
+        "training": {k: v for k, v in training.items() if k not in ("history", "members", *ensemble_keys)},
+        "ensemble": ensemble,
         "artifacts": {key: (model_version.directory / name).is_file() for key, name in MODEL_ARTIFACTS.items()},
         "other_versions": model_version_list().exclude(pk=model_version.pk)[:10],
     }

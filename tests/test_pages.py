@@ -329,7 +329,7 @@ def test_model_page_reads_the_nested_metrics_of_a_trained_model_card(clinician_c
     ]
     ensemble = {"combine": "mean of logits", "members": members}
     card = dict(card, command="python -m ml.ensemble --members a b", ensemble=ensemble)
-    card["training"] = {"members": [{"train_seed": 0}], "train_minutes": 15.0}
+    card["training"] = {"members": [{"train_seed": 0}], "train_minutes": 15.0, "epochs_run": 19, "best_epoch": [5, 6]}
     ModelVersion.objects.filter(pk=active_model.pk).update(card=card)
     page = body(clinician_client.get(reverse("results:model", args=[active_model.pk])))
     assert "Command that joined the members" in page and "python -m ml.ensemble --members a b" in page
@@ -337,6 +337,7 @@ def test_model_page_reads_the_nested_metrics_of_a_trained_model_card(clinician_c
     for i in (0, 1):
         assert f"python -m ml.train --train-seed {i}" in page and f"m-s0t{i}" in page and f"{9 + i} ({5 + i})" in page
     assert "{&#x27;train_seed&#x27;" not in page, "the members' list is a table, not a raw value among the facts"
+    assert "[5, 6]" not in page and ">19<" not in page, "per-member epochs live in the members' table only"
 
 
 @pytest.mark.django_db
