@@ -339,16 +339,22 @@ def _recipe(record: dict, key: str):
     return record.get(key, RECIPE_DEFAULTS.get(key))
 
 
+def _check_one_recipe(records: list[dict], *, apart_from: tuple[str, ...] = ()) -> None:
+    """Refuse CV records whose RECIPE_KEYS (except `apart_from`) differ from the first record's."""
+    first = records[0]
+    for record in records[1:]:
+        differ = [k for k in RECIPE_KEYS if k not in apart_from and _recipe(record, k) != _recipe(first, k)]
+        if differ:
+            raise ValueError(f"not one recipe: {differ} differ")
+
+
 def merge_cv(parts: list[dict]) -> dict:
     """One CV record from records of disjoint folds of one recipe (runs with `only_folds`, or the partial record of
     a run cut short), possibly from different devices: folds joined, fold summaries and the AUCs pooled over folds
     recomputed from the per-case out-of-fold probabilities. The other test-time augmentation's pooled AUCs are
     left out unless every fold kept its per-case scores."""
+    _check_one_recipe(parts)
     first = parts[0]
-    for part in parts[1:]:
-        differ = [k for k in RECIPE_KEYS if _recipe(part, k) != _recipe(first, k)]
-        if differ:
-            raise ValueError(f"not one recipe: {differ} differ")
     per_fold = sorted((f for part in parts for f in part["per_fold"]), key=lambda f: f["fold"])
     numbers = [f["fold"] for f in per_fold]
     if len(set(numbers)) != len(numbers):
@@ -414,11 +420,8 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
     shipped ensemble does: per fold it takes the pooling its members chose on their validation split where they
     agree (else the mean of both poolings) and the threshold whose log-odds are the mean of theirs. Its AUCs are
     threshold-free and exact; accuracy, sensitivity and specificity are approximate (they say so)."""
+    _check_one_recipe(records, apart_from=("train_seed",))
     first = records[0]
-    for record in records[1:]:
-        differ = [k for k in RECIPE_KEYS if k != "train_seed" and _recipe(record, k) != _recipe(first, k)]
-        if differ:
-            raise ValueError(f"not one recipe: {differ} differ")
     seeds = [r["seed"] if r.get("train_seed") is None else r["train_seed"] for r in records]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"records repeat a training seed ({seeds})")
