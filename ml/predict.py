@@ -153,10 +153,10 @@ def _weighted_features(model, x, lengths, fmap=None):
     when `fmap` (its feature map from the prediction pass) is given."""
     import torch
 
-    b, t = x.shape[:2]
+    t = x.shape[1]
     if fmap is None:
         with torch.no_grad():
-            fmap = model.encoder(x.reshape(b * t, *x.shape[2:]))
+            fmap = model.encoder(model.encoder_input(x, lengths))
     fmap = fmap.clone()  # out of inference mode, so it may enter an autograd graph's arithmetic
     pooled = fmap.mean(dim=(2, 3))  # T x C
     weights = torch.empty_like(pooled)

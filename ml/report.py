@@ -86,6 +86,8 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"patience {cv['patience']}")
     if cv.get("seg_weight", 0.0) > 0:
         parts.append(f"mask supervision (weight {cv['seg_weight']:g})")
+    if cv.get("context", 0) > 0:
+        parts.append(f"{cv['context']} neighbouring slice{'s' if cv['context'] > 1 else ''} per side as channels")
     if cv.get("ensemble_of"):
         parts.append(f"ensemble of training seeds {' + '.join(map(str, cv['train_seed']))} (logits averaged)")
     elif cv.get("train_seed", cv.get("seed", 0)) != cv.get("seed", 0):
@@ -153,6 +155,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     window = card.get("training", {}).get("window", 16)
     ema = card.get("training", {}).get("ema_decay", 0.0)
     seg_weight = card.get("training", {}).get("seg_weight", 0.0)
+    context = card.get("architecture", {}).get("context", 0)
     size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
     members = card.get("architecture", {}).get("members", 1)
@@ -167,6 +170,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         and (cv.get("window", 16) == window or not _trains_series(cv))
         and cv.get("ema", 0.0) == ema
         and cv.get("seg_weight", 0.0) == seg_weight
+        and cv.get("context", 0) == context
         and cv.get("size", UNRECORDED_SIZE) == size
         and cv.get("freeze_blocks", 3) == freeze
         and cv.get("patience", 4) == patience

