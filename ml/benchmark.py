@@ -428,10 +428,14 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
     (here the log-odds of the stored probabilities), then the poolings recomputed (max slice from the averaged
     slices, so it is exact only where the records keep slice probabilities; else the scan head alone).
 
-    The records keep no validation scores, so the pair cannot choose its pooling and threshold on validation as the
-    shipped ensemble does: per fold it takes the pooling its members chose on their validation split where they
-    agree (else the mean of both poolings) and the threshold whose log-odds are the mean of theirs. Its AUCs are
-    threshold-free and exact; accuracy, sensitivity and specificity are approximate (they say so)."""
+    Where every record keeps its inner validation cases' scores (runs since the tenth session), the pair chooses its
+    pooling and thresholds per fold on its own averaged validation scores, as the shipped ensemble (`ml.ensemble`)
+    does. Older records keep none: per fold it then takes the pooling its members chose where they agree (else the
+    mean of both poolings) and the threshold whose log-odds are the mean of theirs, so its accuracy, sensitivity
+    and specificity are approximate (the record says which folds); its AUCs are threshold-free and exact either
+    way."""
+    from ml.train import choose_pooling_and_threshold
+
     _check_one_recipe(records, apart_from=("train_seed",))
     first = records[0]
     seeds = [r["seed"] if r.get("train_seed") is None else r["train_seed"] for r in records]
@@ -445,30 +449,20 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
         members = [f[k] for f in folds]
         if any(set(m["cases"]) != set(members[0]["cases"]) for m in members):
             raise ValueError(f"fold {k}: the records test different cases (other folds or data)")
-        chosen = {m["pooling"] for m in members}
-        pooling = chosen.pop() if len(chosen) == 1 else "mean"
-        threshold = float(_sigmoid(np.mean(_logit([m["threshold"] for m in members]))))
-        rows = []
-        for key in members[0]["cases"]:
-            cases = [m["cases"][key] for m in members]
-            slices = [_member_slice_p(r, c) for r, c in zip(records, cases, strict=True)]
-            head = float(_sigmoid(np.mean(_logit([c["head"] for c in cases]))))
-            scan = {"head": head}
-            slice_p = None
-            if all(s is not None for s in slices):
-                slice_p = _sigmoid(np.mean([_logit(s) for s in slices], axis=0))
-                scan["max_slice"] = float(slice_p.max())
-                scan["mean"] = (head + scan["max_slice"]) / 2
-            labels = cases[0].get("slice_labels") if slice_p is not None else None
-            rows.append(
-                {
-                    "key": key,
-                    "label": cases[0]["label"],
-                    "scan": scan,
-                    "slice_p": np.zeros(0) if slice_p is None else slice_p,
-                    "slice_labels": None if labels is None else np.asarray(labels),
-                }
+        rows = _averaged_cases(records, [m["cases"] for m in members])
+        validation = [m.get("validation_cases") for m in members]
+        slice_threshold, val_rows = None, None
+        if all(v is not None for v in validation) and all(set(v) == set(validation[0]) for v in validation):
+            val_rows = _averaged_cases(records, validation)
+            pooling, threshold, slice_threshold = choose_pooling_and_threshold(
+                {r["key"]: dict(r, dataset=r["key"].split("/")[0]) for r in val_rows}
             )
+            decided_on = "the pair's validation scores"
+        else:
+            chosen = {m["pooling"] for m in members}
+            pooling = chosen.pop() if len(chosen) == 1 else "mean"
+            threshold = float(_sigmoid(np.mean(_logit([m["threshold"] for m in members]))))
+            decided_on = "the members' choices (approximate)"
         if any(pooling not in r["scan"] for r in rows):
             pooling = "head"  # the records keep no slice probabilities: the one pooling rebuilt exactly
         fold = {
@@ -477,17 +471,18 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
             "n_test": members[0]["n_test"],
             "pooling": pooling,
             "threshold": threshold,
+            "decided_on": decided_on,
             "epochs_run": [m["epochs_run"] for m in members],
             "best_epoch": [m["best_epoch"] for m in members],
             "minutes": sum(m["minutes"] for m in members),
             "scan": _scan_summary(rows, pooling, threshold),
-            "cases": {
-                r["key"]: {"label": int(r["label"]), **r["scan"], "slice_p": [float(v) for v in r["slice_p"]]}
-                | {"slice_labels": None if r["slice_labels"] is None else [int(v) for v in r["slice_labels"]]}
-                for r in rows
-            },
+            "cases": _case_records({r["key"]: r for r in rows}),
         }
-        s = _slice_summary([r for r in rows if len(r["slice_p"])], threshold)
+        if val_rows is not None:
+            fold["validation_cases"] = _case_records({r["key"]: r for r in val_rows})
+        s = _slice_summary(
+            [r for r in rows if len(r["slice_p"])], threshold if slice_threshold is None else slice_threshold
+        )
         if s:
             fold["slice"] = s
         per_fold.append(fold)
@@ -503,14 +498,45 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
         train_seed=seeds,
         ensemble_of=names,
         combine="mean of the members' log-odds per slice and per scan (as ml.model.HemoEnsemble)",
-        thresholds="approximate: per fold, the members' validation pooling where they agree (else 'mean') and the "
-        "threshold with the mean of their validation thresholds' log-odds; AUCs are exact",
+        thresholds="per fold on the pair's own validation scores (as ml.ensemble)"
+        if all(f["decided_on"] == "the pair's validation scores" for f in per_fold)
+        else "approximate in folds whose records keep no validation scores ("
+        + ", ".join(str(f["fold"]) for f in per_fold if f["decided_on"] != "the pair's validation scores")
+        + "): there the members' validation pooling where they agree (else 'mean') and the threshold with the mean "
+        "of their validation thresholds' log-odds; AUCs are exact",
         grouped=first.get("grouped"),
         device=" + ".join(dict.fromkeys(r.get("device", "cpu") for r in records)),
         hardware=" + ".join(dict.fromkeys(r.get("hardware", "cpu") for r in records)),
         total_minutes=sum(r.get("total_minutes", 0.0) for r in records),
     )
     return _cv_result(per_fold, pooled, None, None, **settings)
+
+
+def _averaged_cases(records: list[dict], member_cases: list[dict[str, dict]]) -> list[dict]:
+    """One fold's cases as the ensemble scores them: each member's slice and scan-head log-odds averaged, the
+    max-slice and mean poolings recomputed from the averaged slices (only where every member kept its slices)."""
+    rows = []
+    for key in member_cases[0]:
+        cases = [m[key] for m in member_cases]
+        slices = [_member_slice_p(r, c) for r, c in zip(records, cases, strict=True)]
+        head = float(_sigmoid(np.mean(_logit([c["head"] for c in cases]))))
+        scan = {"head": head}
+        slice_p = None
+        if all(s is not None for s in slices):
+            slice_p = _sigmoid(np.mean([_logit(s) for s in slices], axis=0))
+            scan["max_slice"] = float(slice_p.max())
+            scan["mean"] = (head + scan["max_slice"]) / 2
+        labels = cases[0].get("slice_labels") if slice_p is not None else None
+        rows.append(
+            {
+                "key": key,
+                "label": cases[0]["label"],
+                "scan": scan,
+                "slice_p": np.zeros(0) if slice_p is None else slice_p,
+                "slice_labels": None if labels is None else np.asarray(labels),
+            }
+        )
+    return rows
 
 
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:

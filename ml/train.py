@@ -141,18 +141,17 @@ def seg_loss(seg_logits: list[torch.Tensor], masks: torch.Tensor, known: torch.T
     return torch.stack(losses).mean()
 
 
-def batch_loss(
-    model, batch, device, *, pos_weight: float, generator, augment: str = "slice", seg_weight: float = 0.0
-) -> tuple[torch.Tensor, float, int]:
-    """Slice + scan cross-entropy of one batch (augmented), plus seg_weight x the mask loss on the slices whose
-    hemorrhage mask is known (seg_weight > 0 and a model with mask heads)."""
+def training_input(model, batch, device, *, generator, augment: str = "slice", with_masks: bool = False):
+    """One training batch as the model reads it: B x T x C x H x W augmented slices (C = 1, or with the model's
+    neighbouring slices as channels), lengths, and with_masks the (B*T) x 1 x H x W hemorrhage masks moved with their
+    slices plus which slices have one (else None, None)."""
     slices = [it.slices[a:b] for it, a, b in batch]
     x, lengths = to_tensor(slices, device)
     # Neighbouring slices join as channels before augmentation, so one rotation/zoom/flip moves them alike.
     x = model.with_context(x, lengths)
     b, t = x.shape[:2]
     masks, known = None, None
-    if seg_weight > 0:
+    if with_masks:
         masks = torch.zeros(b, t, 1, *x.shape[-2:])
         known = torch.zeros(b, t, dtype=torch.bool)
         for i, (it, a, bb) in enumerate(batch):
@@ -166,7 +165,18 @@ def batch_loss(
         generator=generator,
         series_length=t if augment == "series" else 1,
     )
-    x = flat.reshape(x.shape)
+    return flat.reshape(x.shape), lengths, masks, known
+
+
+def batch_loss(
+    model, batch, device, *, pos_weight: float, generator, augment: str = "slice", seg_weight: float = 0.0
+) -> tuple[torch.Tensor, float, int]:
+    """Slice + scan cross-entropy of one batch (augmented), plus seg_weight x the mask loss on the slices whose
+    hemorrhage mask is known (seg_weight > 0 and a model with mask heads)."""
+    x, lengths, masks, known = training_input(
+        model, batch, device, generator=generator, augment=augment, with_masks=seg_weight > 0
+    )
+    b, t = x.shape[:2]
     use_seg = known is not None and bool(known.any())
     out = model(x, lengths, return_seg=use_seg)
     weight = torch.tensor([1.0, pos_weight], device=device)

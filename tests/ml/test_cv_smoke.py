@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ml import metrics
 from ml.benchmark import ensemble_cv, merge_cv, run_cv
+from ml.model import POOLINGS
 
 
 def test_cv_scores_every_patient_once_and_reports_both_tta_variants(synthetic_root):
@@ -119,12 +121,30 @@ def test_training_seeds_on_the_same_folds_join_into_an_ensemble_record(synthetic
     pair = ensemble_cv([a, b], ["a", "b"])
     assert [f["fold"] for f in pair["per_fold"]] == [0, 1, 2] and sum(f["n_test"] for f in pair["per_fold"]) == 7
     for fa, fb, fp in zip(a["per_fold"], b["per_fold"], pair["per_fold"], strict=True):
-        assert fp["pooling"] == (fa["pooling"] if fa["pooling"] == fb["pooling"] else "mean")
         for key, case in fp["cases"].items():
             lo, hi = sorted((fa["cases"][key]["head"], fb["cases"][key]["head"]))
             assert lo - 1e-9 <= case["head"] <= hi + 1e-9, "a mean of log-odds lies between the members"
             assert len(case["slice_p"]) == len(case["slice_labels"]) == 4
     assert pair["pooled_slice_auc"] is not None and pair["slice_summary"]["auc"]["n"] == 3
+    # Both runs kept their validation cases: the pair decides every fold on its own averaged validation scores.
+    assert pair["thresholds"].startswith("per fold on the pair's own validation scores")
+    for fa, fp in zip(a["per_fold"], pair["per_fold"], strict=True):
+        assert fp["decided_on"] == "the pair's validation scores"
+        val = fp["validation_cases"]
+        assert sorted(val) == sorted(fa["validation_cases"]) and not set(val) & set(fp["cases"])
+        y = [c["label"] for c in val.values()]
+        aucs = {p: metrics.auc(y, [c[p] for c in val.values()]) or 0.0 for p in POOLINGS}
+        assert aucs[fp["pooling"]] == max(aucs.values()), "the pooling with the best validation AUC"
+        assert fp["threshold"] == metrics.youden_threshold(y, [c[fp["pooling"]] for c in val.values()])
+    # Older records keep no validation cases: their folds fall back to the members' choices and say so.
+    old_b = dict(b, per_fold=[{k: v for k, v in f.items() if k != "validation_cases"} for f in b["per_fold"]])
+    approx = ensemble_cv([a, old_b], ["a", "old"])
+    assert {f["decided_on"] for f in approx["per_fold"]} == {"the members' choices (approximate)"}
+    assert approx["thresholds"].startswith("approximate in folds whose records keep no validation scores (0, 1, 2)")
+    for fa, fb, fp in zip(a["per_fold"], b["per_fold"], approx["per_fold"], strict=True):
+        assert fp["pooling"] == (fa["pooling"] if fa["pooling"] == fb["pooling"] else "mean")
+        assert "validation_cases" not in fp
+    assert approx["pooled_slice_auc"] == pair["pooled_slice_auc"], "the scores are the same; only decisions differ"
 
     with pytest.raises(ValueError, match="repeat a training seed"):
         ensemble_cv([a, a], ["a", "a"])
@@ -137,3 +157,20 @@ def test_training_seeds_on_the_same_folds_join_into_an_ensemble_record(synthetic
     bare = dict(b, per_fold=bare_folds)
     head_only = ensemble_cv([a, bare], ["a", "bare"])
     assert {f["pooling"] for f in head_only["per_fold"]} == {"head"} and "pooled_slice_auc" not in head_only
+
+
+def test_context_runs_are_their_own_recipe_and_keep_validation_scores(synthetic_root):
+    """--context reaches the CV's model and record; a record with neighbours never merges with one without (older
+    records, written before the option, count as without); every fold keeps its inner validation cases."""
+    plain = run_cv("ct_ich", 3, data_dir=synthetic_root, only_folds=[0], **TINY)
+    stacked = run_cv("ct_ich", 3, data_dir=synthetic_root, only_folds=[1], context=1, **TINY)
+    assert plain["context"] == 0 and stacked["context"] == 1
+    with pytest.raises(ValueError, match="context"):
+        merge_cv([plain, stacked])
+    older = {k: v for k, v in plain.items() if k != "context"}
+    rest = run_cv("ct_ich", 3, data_dir=synthetic_root, only_folds=[1, 2], **TINY)
+    assert merge_cv([older, rest])["context"] == 0
+    for fold in plain["per_fold"] + stacked["per_fold"]:
+        val = fold["validation_cases"]
+        assert val and not set(val) & set(fold["cases"]), "the inner validation patients are not the test fold's"
+        assert all(len(c["slice_p"]) == len(c["slice_labels"]) for c in val.values())
