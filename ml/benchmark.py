@@ -539,6 +539,23 @@ def _averaged_cases(records: list[dict], member_cases: list[dict[str, dict]]) ->
     return rows
 
 
+def run_subtypes(record_path: Path | None = None, data_dir: Path | None = None) -> dict:
+    """`ml.subtypes.analyse` of a CT-ICH CV record: by default the shipped recipe's (as the report's CV rows)."""
+    from ml import subtypes
+    from ml.report import shipped_recipe_cv
+
+    if record_path is None:
+        record = shipped_recipe_cv("ct_ich", _default_card())
+        if record is None:
+            raise SystemExit("no CT-ICH CV record of the shipped recipe in bench/results: name one")
+        name = record["_name"]
+    else:
+        record, name = json.loads(record_path.read_text()), record_path.stem
+    root = mldata.dataset_roots("ct_ich", data_dir or paths.data_dir(required=True))["ct_ich"]
+    result = subtypes.analyse(record, mldata.read_ct_ich(root), subtypes.read_types(root))
+    return {"record": name, **result}
+
+
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
     """Classical features + SVM/k-NN/RF on the default model's split and in k-fold CV; metadata-only control."""
     from ml import baselines
@@ -744,6 +761,8 @@ def main(argv=None) -> int:
     ens.add_argument("--out", required=True, help="name of the ensemble record in bench/results (no .json)")
     ens.add_argument("records", nargs="+", help="CV record files (JSON), one per training seed")
     ens.add_argument("--note", default="", help="a few words for the report's row")
+    st = sub.add_parser("subtypes", help="CT-ICH out-of-fold errors by hemorrhage type and bleed size")
+    st.add_argument("record", nargs="?", help="CT-ICH CV record (default: the shipped recipe's)")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -791,6 +810,8 @@ def main(argv=None) -> int:
         if args.note:
             record["note"] = args.note
         print(_save(args.out, record))
+    elif args.cmd == "subtypes":
+        print(_save("ct_ich_subtypes", run_subtypes(Path(args.record) if args.record else None)))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -243,6 +243,39 @@ def _window():
     return MODEL_WINDOW
 
 
+def _subtype_lines(st: dict | None) -> list[str]:
+    """Where the CT-ICH errors sit (`python -m ml.benchmark subtypes`): by hemorrhage type and by bleed size."""
+    if not st:
+        return []
+    sl, pt = st["slices"], st["patients"]
+    lines = [
+        "## Where CT-ICH errors sit (out-of-fold, by hemorrhage type and bleed size)",
+        "",
+        f"From `{st['record']}` (`python -m ml.benchmark subtypes`), pooled over its folds, at the operating points "
+        f"of {st['specificity'] * 100:.0f} % specificity (slices: against all {sl['negatives']} slices without "
+        f"hemorrhage; patients: against the {pt['negatives']} patients without). A slice can carry several types.",
+        "",
+        "| slices of type | n | AUC against slices without hemorrhage | found at specificity 90 % |",
+        "|---|---|---|---|",
+    ]
+    for kind, r in sorted(sl["by_type"].items(), key=lambda kv: -kv[1]["slices"]):
+        lines.append(f"| {kind} | {r['slices']} | {_f(r['auc'])} | {_f(r['found_at_specificity_0.90'], pct=True)} |")
+    lines.append(f"| any | {sl['positives']} | – | {_f(sl['found_at_specificity_0.90'], pct=True)} |")
+    sizes = "; ".join(f"{name}: {r['found']} of {r['patients']}" for name, r in pt["by_size"].items())
+    only: dict[str, int] = {}
+    for r in pt["missed"]:
+        label = " + ".join(r["types"])
+        only[label] = only.get(label, 0) + 1
+    missed = ", ".join(f"{n} {label}" for label, n in sorted(only.items(), key=lambda kv: -kv[1]))
+    lines += [
+        "",
+        f"Patients with hemorrhage found: {pt['found']} of {pt['positives']} ({sizes}). The {len(pt['missed'])} "
+        f"missed, by their types: {missed}.",
+        "",
+    ]
+    return lines
+
+
 def write_report(path: Path) -> None:
     card_path = paths.default_checkpoint_dir() / "metadata.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else None
@@ -333,6 +366,7 @@ def write_report(path: Path) -> None:
                     f"{_f(r['pooled_auc'])} | – | – | – |"
                 )
     lines.append("")
+    lines += _subtype_lines(_load("ct_ich_subtypes"))
     lines += ["## Shortcut control (Head CT)", ""]
     if cls and cls.get("metadata_only"):
         mo = cls["metadata_only"]
