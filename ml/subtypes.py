@@ -57,9 +57,12 @@ def analyse(record: dict, scans: list, types: dict[str, dict[int, list[str]]]) -
                 raise ValueError(f"{key} is not in the data folder the record is read against")
             if len(case.get("slice_p") or []) != len(scan.slice_names):
                 raise ValueError(f"{key}: the record keeps no slice probabilities (or other slices) for it")
+            if case.get("slice_labels") is not None and list(case["slice_labels"]) != list(scan.slice_labels):
+                raise ValueError(f"{key}: the record's slice labels are not the data folder's")
             numbers = [int(Path(n).stem) for n in scan.slice_names]
             slice_types = [types[scan.scan_id].get(n, []) for n in numbers]
-            for p, label, kinds in zip(case["slice_p"], case["slice_labels"], slice_types, strict=True):
+            # The labels come from the data folder (older records keep slice probabilities without labels).
+            for p, label, kinds in zip(case["slice_p"], scan.slice_labels, slice_types, strict=True):
                 slice_rows.append((float(p), int(label), kinds))
             bleeding = [k for k in slice_types if k]
             patients.append(

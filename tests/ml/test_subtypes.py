@@ -73,6 +73,16 @@ def test_errors_are_broken_down_by_type_and_size_at_the_target_operating_point(s
         bare = _record(scans, scores)
         bare["per_fold"][0]["cases"]["ct_ich/001"]["slice_p"] = []
         subtypes.analyse(bare, scans, types)
+    # Records from before slice labels were stored are read with the data folder's labels; a mismatch is refused.
+    unlabelled = _record(scans, scores)
+    for fold in unlabelled["per_fold"]:
+        for case in fold["cases"].values():
+            del case["slice_labels"]
+    assert subtypes.analyse(unlabelled, scans, types) == result
+    with pytest.raises(ValueError, match="not the data folder's"):
+        wrong = _record(scans, scores)
+        wrong["per_fold"][1]["cases"]["ct_ich/005"]["slice_labels"] = [0, 1, 0, 0]
+        subtypes.analyse(wrong, scans, types)
     with pytest.raises(ValueError, match="CT-ICH"):
         subtypes.analyse(dict(_record(scans, scores), dataset="head_ct"), scans, types)
 
