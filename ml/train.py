@@ -655,7 +655,8 @@ def parse_args(argv=None):
         type=int,
         default=0,
         help="2.5D input: each slice with this many neighbouring slices on each side as extra channels (0: the "
-        "slice alone); the stem conv then trains, its neighbour filters starting at zero",
+        "slice alone); the stem conv then trains, its neighbour filters starting at zero. With --window N a window's "
+        "end slices repeat themselves instead of seeing the slices beyond the window",
     )
     parser.add_argument(
         "--seg-weight",

@@ -92,3 +92,19 @@ def test_the_operating_point_keeps_specificity_and_is_the_lowest_that_does():
     cut = subtypes._threshold_at_specificity(negatives)
     assert np.mean(negatives < cut) >= 0.90 and (negatives >= cut).sum() == 1
     assert np.mean(negatives < 0.9) < 0.90, "any lower cut flags a second negative"
+
+
+def test_the_shipped_recipe_breakdown_agrees_with_its_cv_record(data_root):
+    """`python -m ml.benchmark subtypes` on the real data and the shipped recipe's CT-ICH CV record: the patients it
+    finds at 90 % specificity are the record's own pooled sensitivity at that specificity, and every bleeding slice
+    of the set has at least one type."""
+    import json
+
+    from ml.benchmark import RESULTS_DIR, run_subtypes
+
+    result = run_subtypes(data_dir=data_root)
+    record = json.loads((RESULTS_DIR / f"{result['record']}.json").read_text())
+    pt, sl = result["patients"], result["slices"]
+    assert pt["found"] / pt["positives"] == pytest.approx(record["pooled_sensitivity_at_specificity_0.90"])
+    assert pt["negatives"] + pt["positives"] == sum(f["n_test"] for f in record["per_fold"])
+    assert sl["positives"] <= sum(r["slices"] for r in sl["by_type"].values())
