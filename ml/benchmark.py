@@ -434,6 +434,7 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
     mean of both poolings) and the threshold whose log-odds are the mean of theirs, so its accuracy, sensitivity
     and specificity are approximate (the record says which folds); its AUCs are threshold-free and exact either
     way."""
+    from ml.model import POOLINGS
     from ml.train import choose_pooling_and_threshold
 
     _check_one_recipe(records, apart_from=("train_seed",))
@@ -454,17 +455,23 @@ def ensemble_cv(records: list[dict], names: list[str]) -> dict:
         slice_threshold, val_rows = None, None
         if all(v is not None for v in validation) and all(set(v) == set(validation[0]) for v in validation):
             val_rows = _averaged_cases(records, validation)
+        if val_rows is not None and all(set(POOLINGS) <= set(r["scan"]) for r in val_rows):
             pooling, threshold, slice_threshold = choose_pooling_and_threshold(
                 {r["key"]: dict(r, dataset=r["key"].split("/")[0]) for r in val_rows}
             )
             decided_on = "the pair's validation scores"
         else:
+            val_rows = None
             chosen = {m["pooling"] for m in members}
             pooling = chosen.pop() if len(chosen) == 1 else "mean"
             threshold = float(_sigmoid(np.mean(_logit([m["threshold"] for m in members]))))
             decided_on = "the members' choices (approximate)"
         if any(pooling not in r["scan"] for r in rows):
             pooling = "head"  # the records keep no slice probabilities: the one pooling rebuilt exactly
+            if val_rows is not None:  # the threshold must then be the scan head's own on validation
+                threshold = metrics.youden_threshold(
+                    [r["label"] for r in val_rows], [r["scan"]["head"] for r in val_rows]
+                )
         fold = {
             "fold": k,
             "device": " + ".join(dict.fromkeys(m.get("device", "cpu") for m in members)),

@@ -31,7 +31,9 @@ class HemoNet(nn.Module):
         context: int = 0,
     ):
         super().__init__()
-        if context < 0 or (context and in_channels != 1):
+        if context < 0:
+            raise ValueError(f"context is a number of neighbouring slices per side (0 or more), not {context}")
+        if context and in_channels != 1:
             raise ValueError(f"context {context} needs single-channel slices (in_channels 1, not {in_channels})")
         self.config = {
             "encoder": encoder,

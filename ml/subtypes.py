@@ -37,6 +37,8 @@ def read_types(root: str | Path) -> dict[str, dict[int, list[str]]]:
 
 def _threshold_at_specificity(negatives: np.ndarray, specificity: float = SPECIFICITY) -> float:
     """The lowest score threshold (p >= t is positive) that keeps at least `specificity` of the negatives below."""
+    if not len(negatives):
+        raise ValueError("an operating point at a specificity needs cases without hemorrhage")
     allowed = int(np.floor((1 - specificity) * len(negatives) + 1e-9))  # negatives that may reach the threshold
     ranked = np.sort(negatives)[::-1]
     # Above the (allowed + 1)-th highest negative; ties with it would flag it too.
@@ -63,8 +65,9 @@ def analyse(record: dict, scans: list, types: dict[str, dict[int, list[str]]]) -
             slice_types = [types[scan.scan_id].get(n, []) for n in numbers]
             # The labels come from the data folder (older records keep slice probabilities without labels).
             for p, label, kinds in zip(case["slice_p"], scan.slice_labels, slice_types, strict=True):
-                slice_rows.append((float(p), int(label), kinds))
-            bleeding = [k for k in slice_types if k]
+                # A bleeding slice whose row names no type still counts, as "Unspecified".
+                slice_rows.append((float(p), int(label), (kinds or ["Unspecified"]) if label else kinds))
+            bleeding = [k or ["Unspecified"] for k, label in zip(slice_types, scan.slice_labels, strict=True) if label]
             patients.append(
                 {
                     "key": key,
@@ -78,7 +81,7 @@ def analyse(record: dict, scans: list, types: dict[str, dict[int, list[str]]]) -
     negatives = np.array([p for p, label, _ in slice_rows if label == 0])
     slice_cut = _threshold_at_specificity(negatives)
     by_type = {}
-    for kind in TYPES:
+    for kind in (*TYPES, "Unspecified"):
         positives = np.array([p for p, label, kinds in slice_rows if label == 1 and kind in kinds])
         if not len(positives):
             continue

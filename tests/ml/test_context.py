@@ -105,5 +105,31 @@ def test_context_training_run_records_it_and_predicts_series_and_images(syntheti
     assert all(h.shape == (48, 48) and np.isfinite(h).all() for h in series.heatmaps)
     image = predictor.predict_sources([folder / "2.jpg"])
     assert len(image.slice_probabilities) == 1 and 0.0 <= image.probability <= 1.0
-    # A slice scored inside its series sees its neighbours; alone it sees only itself: the scores differ.
-    assert not np.isclose(series.slice_probabilities[1], image.slice_probabilities[0], atol=1e-6)
+
+
+def _cnn_only_checkpoint(folder, context: int):
+    """A tiny CNN-only checkpoint (no recurrent layers: a slice's score depends on what its encoder reads alone)
+    whose neighbour filters are set, as training would set them."""
+    torch.manual_seed(0)
+    config = {"encoder": "small", "recurrent": False, "in_channels": 1, "embed": 16, "hidden": 8, "dropout": 0.0}
+    config |= {"context": context} if context else {}
+    model = HemoNet(**config, pretrained=False)
+    with torch.no_grad():  # an untrained head barely moves with its input: scale it so differences show
+        model.slice_head[-1].weight.mul_(50)
+    folder.mkdir()
+    mltrain.save_state_dict(model, folder / "model.pt")
+    card = {"architecture": config, "version": f"tiny-ctx{context}", "threshold": 0.5, "input": {"size": 48}}
+    (folder / "metadata.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_inference_reads_the_neighbours_of_a_slice_in_its_series(synthetic_root, tmp_path):
+    """Without recurrent layers a slice's score comes from its encoder input alone: with neighbours it changes when
+    the slice is scored inside its series instead of alone; without them it does not."""
+    folder = synthetic_root / "ct_ich" / "Patients_CT" / "001" / "brain"
+    series_paths = [folder / f"{s}.jpg" for s in range(1, 5)]
+    for context in (0, 1):
+        predictor = Predictor(_cnn_only_checkpoint(tmp_path / f"ctx{context}", context), device="cpu")
+        in_series = predictor.predict_sources(series_paths).slice_probabilities[1]
+        alone = predictor.predict_sources([series_paths[1]]).slice_probabilities[0]
+        assert np.isclose(in_series, alone, atol=1e-6) == (context == 0), context

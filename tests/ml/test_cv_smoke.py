@@ -157,6 +157,9 @@ def test_training_seeds_on_the_same_folds_join_into_an_ensemble_record(synthetic
     bare = dict(b, per_fold=bare_folds)
     head_only = ensemble_cv([a, bare], ["a", "bare"])
     assert {f["pooling"] for f in head_only["per_fold"]} == {"head"} and "pooled_slice_auc" not in head_only
+    for fold in head_only["per_fold"]:  # decided on validation: the threshold is the scan head's own there
+        val = fold["validation_cases"].values()
+        assert fold["threshold"] == metrics.youden_threshold([c["label"] for c in val], [c["head"] for c in val])
 
 
 def test_context_runs_are_their_own_recipe_and_keep_validation_scores(synthetic_root):

@@ -83,6 +83,13 @@ def test_errors_are_broken_down_by_type_and_size_at_the_target_operating_point(s
         wrong = _record(scans, scores)
         wrong["per_fold"][1]["cases"]["ct_ich/005"]["slice_labels"] = [0, 1, 0, 0]
         subtypes.analyse(wrong, scans, types)
+    # A bleeding slice whose row names no type is counted as "Unspecified", not dropped.
+    for row in types["001"].values():
+        row.clear()
+    untyped = subtypes.analyse(_record(scans, scores), scans, types)["slices"]["by_type"]
+    assert untyped["Unspecified"]["slices"] == 2 and untyped["Intraparenchymal"]["slices"] == 4
+    with pytest.raises(ValueError, match="without hemorrhage"):
+        subtypes._threshold_at_specificity(np.array([]))
     with pytest.raises(ValueError, match="CT-ICH"):
         subtypes.analyse(dict(_record(scans, scores), dataset="head_ct"), scans, types)
 
@@ -107,4 +114,6 @@ def test_the_shipped_recipe_breakdown_agrees_with_its_cv_record(data_root):
     pt, sl = result["patients"], result["slices"]
     assert pt["found"] / pt["positives"] == pytest.approx(record["pooled_sensitivity_at_specificity_0.90"])
     assert pt["negatives"] + pt["positives"] == sum(f["n_test"] for f in record["per_fold"])
-    assert sl["positives"] <= sum(r["slices"] for r in sl["by_type"].values())
+    assert "Unspecified" not in sl["by_type"], "every bleeding slice of CT-ICH names its type"
+    sizes = pt["by_size"].values()
+    assert sum(r["patients"] for r in sizes) == pt["positives"] and sum(r["found"] for r in sizes) == pt["found"]
