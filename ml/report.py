@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from ml import metrics, paths
@@ -262,11 +263,9 @@ def _subtype_lines(st: dict | None) -> list[str]:
         lines.append(f"| {kind} | {r['slices']} | {_f(r['auc'])} | {_f(r['found_at_specificity_0.90'], pct=True)} |")
     lines.append(f"| any | {sl['positives']} | – | {_f(sl['found_at_specificity_0.90'], pct=True)} |")
     sizes = "; ".join(f"{name}: {r['found']} of {r['patients']}" for name, r in pt["by_size"].items())
-    only: dict[str, int] = {}
-    for r in pt["missed"]:
-        label = " + ".join(r["types"])
-        only[label] = only.get(label, 0) + 1
-    missed = ", ".join(f"{n} {label}" for label, n in sorted(only.items(), key=lambda kv: -kv[1]))
+    missed = ", ".join(
+        f"{n} {label}" for label, n in Counter(" + ".join(r["types"]) for r in pt["missed"]).most_common()
+    )
     lines += [
         "",
         f"Patients with hemorrhage found: {pt['found']} of {pt['positives']} ({sizes}). The {len(pt['missed'])} "

@@ -62,12 +62,15 @@ def analyse(record: dict, scans: list, types: dict[str, dict[int, list[str]]]) -
             if case.get("slice_labels") is not None and list(case["slice_labels"]) != list(scan.slice_labels):
                 raise ValueError(f"{key}: the record's slice labels are not the data folder's")
             numbers = [int(Path(n).stem) for n in scan.slice_names]
-            slice_types = [types[scan.scan_id].get(n, []) for n in numbers]
-            # The labels come from the data folder (older records keep slice probabilities without labels).
+            # The labels come from the data folder (older records keep slice probabilities without labels); a
+            # bleeding slice whose row names no type still counts, as "Unspecified".
+            slice_types = [
+                (types[scan.scan_id].get(n) or ["Unspecified"]) if label else []
+                for n, label in zip(numbers, scan.slice_labels, strict=True)
+            ]
             for p, label, kinds in zip(case["slice_p"], scan.slice_labels, slice_types, strict=True):
-                # A bleeding slice whose row names no type still counts, as "Unspecified".
-                slice_rows.append((float(p), int(label), (kinds or ["Unspecified"]) if label else kinds))
-            bleeding = [k or ["Unspecified"] for k, label in zip(slice_types, scan.slice_labels, strict=True) if label]
+                slice_rows.append((float(p), int(label), kinds))
+            bleeding = [k for k in slice_types if k]
             patients.append(
                 {
                     "key": key,
