@@ -112,6 +112,36 @@ def window_dicom(ds: Dataset, hu: np.ndarray | None = None) -> np.ndarray:
     return preprocess.apply_window(hu, center, width)
 
 
+def check_slice(greyscale: np.ndarray, *, colour: float = 0.0):
+    """`ml.inputcheck.check_slice`: does one slice in the model window look like head CT in a brain window?"""
+    from ml import inputcheck
+
+    return inputcheck.check_slice(greyscale, colour=colour)
+
+
+def check_dicom_slice(hu: np.ndarray):
+    """`check_slice` for a CT slice in HU, windowed as the model reads it (not as it is shown)."""
+    from ml import preprocess
+
+    return check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
+
+
+def check_scan(checks: Sequence):
+    """`ml.inputcheck.check_scan`: the verdict ("ok", "warn", "refuse") for a scan from its slices' checks."""
+    from ml import inputcheck
+
+    return inputcheck.check_scan(list(checks))
+
+
+def read_slice(source: bytes | BinaryIO) -> tuple[np.ndarray, float]:
+    """`load_slice`, and the picture's colour fraction (0 for DICOM), for the input check."""
+    from ml import preprocess
+
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    return preprocess.read_slice(source)
+
+
 def load_slice(source: bytes | BinaryIO) -> np.ndarray:
     """A greyscale uint8 image from PNG/JPEG (RGB -> L) or DICOM (HU -> brain window)."""
     from ml import preprocess

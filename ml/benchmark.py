@@ -6,6 +6,7 @@
     python -m ml.benchmark letters           # shipped model with burnt-in letters masked vs not (Head CT)
     python -m ml.benchmark dicom             # same CT-ICH slices as HU DICOM and as JPG: do the scores agree?
     python -m ml.benchmark ablation DIR      # record a CNN-only checkpoint's card (ml.train --no-recurrent)
+    python -m ml.benchmark inputcheck        # the input check on the data folder and on pictures that are not CT
 
 Every neural number is held-out: test folds/splits are never used for early stopping, pooling or threshold.
 """
@@ -563,6 +564,106 @@ def run_subtypes(record_path: Path | None = None, data_dir: Path | None = None) 
     return {"record": name, **result}
 
 
+# scikit-image's bundled sample pictures (no download): photographs, micrographs, text, textures, logos.
+PICTURES = (
+    "astronaut", "brick", "camera", "cat", "cell", "checkerboard", "clock", "coffee", "coins", "colorwheel", "grass",
+    "gravel", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon", "page", "retina",
+    "rocket", "text",
+)  # fmt: skip
+
+
+def _pictures() -> dict[str, tuple[np.ndarray, float]]:
+    """Inputs that are not head CT, as greyscale slices with their colour fraction: scikit-image's sample pictures,
+    its Shepp-Logan head phantom, and noise, a blank frame and a ramp."""
+    import skimage.data
+    from PIL import Image
+
+    from ml.inputcheck import colour_fraction
+
+    out = {}
+    for name in PICTURES:
+        image = Image.fromarray(getattr(skimage.data, name)())
+        out[name] = (preprocess._image_to_grey(image), colour_fraction(image))
+    out["shepp_logan_phantom"] = ((skimage.data.shepp_logan_phantom() * 255).astype(np.uint8), 0.0)
+    rng = np.random.default_rng(SEED)
+    out["noise"] = (rng.integers(0, 256, (256, 256), dtype=np.uint8), 0.0)
+    out["blank"] = (np.zeros((256, 256), np.uint8), 0.0)
+    out["ramp"] = (np.tile(np.arange(256, dtype=np.uint8), (256, 1)), 0.0)
+    return out
+
+
+def run_inputcheck(data_dir: Path | None = None) -> dict:
+    """How `ml.inputcheck` judges every real slice and series in the data folder (each slice also as a single
+    image), CT-ICH's bone-window series and hemorrhage masks, and pictures that are not CT; and what the shipped
+    model says of those pictures (why the check exists)."""
+    from collections import Counter
+
+    from ml import inputcheck
+    from ml.predict import Predictor
+
+    root = data_dir or paths.data_dir(required=True)
+    groups: dict[str, list[tuple[str, list[tuple[np.ndarray, float]]]]] = {}
+    roots = mldata.dataset_roots("both", root)
+    groups["Head CT images"] = [
+        (s.key, [preprocess.read_slice(s.slice_paths[0])]) for s in mldata.read_head_ct(roots["head_ct"])
+    ]
+    ich = mldata.read_ct_ich(roots["ct_ich"])
+    series = {s.key: [preprocess.read_slice(p) for p in s.slice_paths] for s in ich}
+    groups["CT-ICH series (brain window)"] = list(series.items())
+    groups["CT-ICH slices, each alone"] = [(f"{k}/{i}", [sl]) for k, v in series.items() for i, sl in enumerate(v)]
+    bone = [(s.key, [p.parent.parent / "bone" / p.name for p in s.slice_paths]) for s in ich]
+    groups["CT-ICH series in the bone window"] = [(k, [preprocess.read_slice(p) for p in ps]) for k, ps in bone]
+    masks = sorted((roots["ct_ich"] / "Patients_CT").glob("*/brain/*_HGE_Seg.jpg"))
+    groups["CT-ICH hemorrhage masks, each alone"] = [
+        (str(p.relative_to(root)), [preprocess.read_slice(p)]) for p in masks
+    ]
+    dicom = root / "dicom"
+    files = sorted(p for p in dicom.rglob("*.dcm") if p.parent.name != "masks")
+    groups["DICOM files in dicom/, each alone"] = [
+        (str(p.relative_to(dicom)), [preprocess.read_slice(p)]) for p in files
+    ]
+    ge = dicom / "ge_head_series"
+    groups["DICOM series dicom/ge_head_series"] = (
+        [(ge.name, [(u8, 0.0) for u8 in preprocess.load_scan(ge)[0]])] if ge.is_dir() else []
+    )
+    pictures = _pictures()
+    groups["Pictures that are not CT"] = [(name, [picture]) for name, picture in pictures.items()]
+
+    out: dict = {"version": inputcheck.VERSION, "groups": {}}
+    for group, scans in groups.items():
+        verdicts, failed, flagged = Counter(), Counter(), {}
+        for key, slices in scans:
+            checks = [inputcheck.check_slice(u8, colour=colour) for u8, colour in slices]
+            verdict = inputcheck.check_scan(checks)
+            verdicts[verdict.verdict] += 1
+            failed.update(verdict.failed)
+            if verdict.verdict != "ok":
+                flagged[key] = {"verdict": verdict.verdict, "failed": verdict.failed, "slices": verdict.slices}
+        out["groups"][group] = {
+            "scans": len(scans),
+            "slices": sum(len(s) for _, s in scans),
+            "verdicts": {v: verdicts[v] for v in ("ok", "warn", "refuse")},
+            "slices_failing": dict(failed),
+            "flagged": flagged,
+        }
+    predictor = Predictor()
+    out["model_on_pictures"] = {
+        "version": predictor.version,
+        "probabilities": {
+            name: round(predictor.predict_slices([u8], heatmaps=False).probability, 3)
+            for name, (u8, _) in pictures.items()
+        },
+        "threshold": predictor.threshold,
+    }
+    probe = groups["Head CT images"][0][1][0][0]
+    start = time.perf_counter()
+    for _ in range(20):
+        inputcheck.check_slice(probe)
+    out["ms_per_slice"] = round((time.perf_counter() - start) / 20 * 1000, 1)
+    out["ms_per_slice_shape"] = list(probe.shape)
+    return out
+
+
 def run_classical(size: int = preprocess.DEFAULT_SIZE, seed: int = SEED) -> dict:
     """Classical features + SVM/k-NN/RF on the default model's split and in k-fold CV; metadata-only control."""
     from ml import baselines
@@ -770,6 +871,7 @@ def main(argv=None) -> int:
     ens.add_argument("--note", default="", help="a few words for the report's row")
     st = sub.add_parser("subtypes", help="CT-ICH out-of-fold errors by hemorrhage type and bleed size")
     st.add_argument("record", nargs="?", help="CT-ICH CV record (default: the shipped recipe's)")
+    sub.add_parser("inputcheck", help="how ml.inputcheck judges the data folder and pictures that are not CT")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -819,6 +921,8 @@ def main(argv=None) -> int:
         print(_save(args.out, record))
     elif args.cmd == "subtypes":
         print(_save("ct_ich_subtypes", run_subtypes(Path(args.record) if args.record else None)))
+    elif args.cmd == "inputcheck":
+        print(_save("inputcheck", run_inputcheck()))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -191,8 +191,18 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
 
 
+def input_check(path: Path, slices: Sequence[np.ndarray], names: Sequence[str]):
+    """`ml.inputcheck`'s verdict on a scan loaded by `preprocess.load_scan(path)`: does it look like head CT in a
+    brain window? Pictures are checked for colour too (their greyscale slices no longer show it)."""
+    from ml import inputcheck
+
+    files = [path] if path.is_file() else [path / name for name in names]
+    colours = [inputcheck.picture_colour(f) if f.suffix.lower() in preprocess.IMAGE_SUFFIXES else 0.0 for f in files]
+    return inputcheck.check_scan([inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)])
+
+
 def main(argv=None) -> int:
-    """Entry point of `python -m ml.predict`: one JSON line per PATH."""
+    """Entry point of `python -m ml.predict`: one JSON line per PATH, with the input check's verdict."""
     parser = argparse.ArgumentParser(prog="python -m ml.predict", description="Score head CT scans.")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: shipped model)")
     parser.add_argument("--device", default=None)
@@ -213,6 +223,7 @@ def main(argv=None) -> int:
                 "n_slices": len(slices),
                 "slices": names,
                 **result.to_dict(),
+                "input_check": input_check(path, slices, names).to_dict(),
             }
         except (OSError, ValueError) as exc:
             line, status = {"path": str(path), "error": str(exc)}, 1

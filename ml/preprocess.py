@@ -73,17 +73,25 @@ def load_slice(source: str | Path | BinaryIO) -> np.ndarray:
     PNG/JPG (any mode; RGB/RGBA -> L) are taken as already windowed; DICOM is converted to HU and windowed with
     MODEL_WINDOW (a brain window matching the training JPGs). Raises ValueError for unreadable input.
     """
+    return read_slice(source)[0]
+
+
+def read_slice(source: str | Path | BinaryIO) -> tuple[np.ndarray, float]:
+    """`load_slice`, and the colour fraction of the source picture (`ml.inputcheck.colour_fraction`; 0 for DICOM),
+    which the greyscale slice no longer shows."""
+    from ml.inputcheck import colour_fraction
+
     data = _read_bytes(source)
     if dcm.is_dicom_bytes(data[:132]):
-        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data)))
+        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return _image_to_grey(img)
+            return _image_to_grey(img), colour_fraction(img)
     except Exception:
         pass
     # A DICOM file without preamble: last resort, raises DicomError (a ValueError) when it is not DICOM either.
-    return dicom_to_slice(dcm.read_dataset(io.BytesIO(data)))
+    return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
 
 
 def dicom_to_slice(ds) -> np.ndarray:

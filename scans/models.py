@@ -118,6 +118,12 @@ class Scan(models.Model):
     def organization_id(self):
         return self.case.organization_id
 
+    @property
+    def input_warning(self) -> str:
+        """Why the scan looks unlike the head CT the model was trained on (``ml.inputcheck``, run at upload), or ""."""
+        check = (self.details or {}).get("input_check") or {}
+        return str(check.get("message") or "") if check.get("verdict") == "warn" else ""
+
 
 class Slice(models.Model):
     """One image of a scan, in order (``index`` 0..n-1), with what preprocessing needs."""

@@ -168,6 +168,9 @@ def case_upload(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
         shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         message += f" Skipped {len(skipped)} file(s) of the ZIP that are not DICOM or PNG/JPEG images: {shown}."
     messages.success(request, message)
+    if scan.input_warning:
+        messages.warning(request, scan.input_warning)
+        message += f" {scan.input_warning}"
     if _wants_json(request):
         return JsonResponse(
             {"redirect": result_url, "scan": str(scan.pk), "prediction": str(prediction.pk), "message": message},

@@ -170,6 +170,7 @@ class _PreparedSlice:
     content_type: str
     greyscale: Any  # uint8 HxW for thumbnail/preview
     meta: dict[str, Any] = field(default_factory=dict)
+    check: Any = None  # ml.inputcheck.SliceCheck: does the slice look like head CT in a brain window?
 
 
 # --- cases ------------------------------------------------------------------------------------------------------------
@@ -459,6 +460,14 @@ def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, di
             )
         raise IngestError("The upload contains no image.", code="empty")
     prepared, kind, modality, details = _prepare_slices(uploads)
+    check = imaging.check_scan([p.check for p in prepared])
+    if check.verdict == "refuse":
+        raise IngestError(
+            f"{check.message} Only head CT can be analysed: if this is a head CT, upload its DICOM file or series, or "
+            "a greyscale PNG/JPEG exported in a brain window.",
+            code="not_ct",
+        )
+    details = {**details, "input_check": check.to_dict()}
     if skipped:
         # Reported to the user (upload message, API answer) and kept with the scan; base names only, as for
         # original_filenames: folder names inside an archive may name a patient.
@@ -509,7 +518,7 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
             f"{upload.name} is not a valid {expected} image: it is damaged or incomplete.", code="corrupt_image"
         ) from exc
     try:
-        greyscale = imaging.load_slice(upload.data)
+        greyscale, colour = imaging.read_slice(upload.data)
     except Exception as exc:
         raise IngestError(
             f"{upload.name} could not be read as a greyscale slice ({exc}).", code="corrupt_image"
@@ -524,6 +533,7 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
         content_type=content_type,
         greyscale=greyscale,
         meta={"rows": height, "columns": width},
+        check=imaging.check_slice(greyscale, colour=colour),
     )
     return [prepared], ScanKind.IMAGE, "", {"format": expected}
 
@@ -571,8 +581,9 @@ def _malformed_dicom_refused(what: str) -> Iterator[None]:
         ) from exc
 
 
-def _dicom_greyscale(upload: _Upload, seen: set[str]) -> Any:
-    """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image."""
+def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, Any]:
+    """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image and
+    its input check (in the model's window)."""
     ds = upload.dataset
     if "PixelData" not in ds:
         raise IngestError(f"{upload.name} is a DICOM file without an image.", code="no_pixels")
@@ -600,11 +611,12 @@ def _dicom_greyscale(upload: _Upload, seen: set[str]) -> Any:
     if reason:
         raise IngestError(f"{upload.name}: {reason}", code="not_ct")
     greyscale = imaging.window_dicom(ds, hu)
+    check = imaging.check_dicom_slice(hu)
     del hu
     # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
     if getattr(ds, "_pixel_array", None) is not None:
         ds._pixel_array = None
-    return greyscale
+    return greyscale, check
 
 
 def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
@@ -631,9 +643,9 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
         order = imaging.sort_datasets([u.dataset for u in uploads])
     prepared = []
     for i in order:
-        upload, greyscale = uploads[i], greyscales[i]
+        upload, (greyscale, check) = uploads[i], greyscales[i]
         with _malformed_dicom_refused(upload.name):
-            prepared.append(_dicom_prepared(upload, greyscale))
+            prepared.append(_dicom_prepared(upload, greyscale, check))
     first = uploads[order[0]].dataset
     details = {
         "gantry_tilt": _float_or_none(first.get("GantryDetectorTilt")),
@@ -642,7 +654,7 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
 
 
-def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:
+def _dicom_prepared(upload: _Upload, greyscale: Any, check: Any) -> _PreparedSlice:
     """What is stored for one checked DICOM slice: its geometry and the de-identified file."""
     ds = upload.dataset
     meta = {
@@ -668,6 +680,7 @@ def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:
         content_type="application/dicom",
         greyscale=greyscale,
         meta=meta,
+        check=check,
     )
 
 

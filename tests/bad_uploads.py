@@ -27,14 +27,23 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from tests.phantoms import head_phantom_hu
+
 SERIES_UID = generate_uid()
 
 
 def ct_dicom(
-    *, pixels: bool = True, instance: int = 1, series_uid: str = SERIES_UID, size: int = 16, **tags: Any
+    *,
+    pixels: bool = True,
+    instance: int = 1,
+    series_uid: str = SERIES_UID,
+    size: int = 16,
+    hu: np.ndarray | None = None,
+    **tags: Any,
 ) -> bytes:
-    """A small valid CT slice (signed 16-bit HU from air to bone) of ``series_uid``. ``tags`` are set last: a header
-    that lies (Rows, NumberOfFrames) or holds values of the wrong multiplicity (InstanceNumber=[1, 2])."""
+    """A small valid CT slice (signed 16-bit HU: a head phantom, air to bone) of ``series_uid``. ``tags`` are set
+    last: a header that lies (Rows, NumberOfFrames) or holds values of the wrong multiplicity (InstanceNumber=[1, 2]).
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -56,7 +65,8 @@ def ct_dicom(
     ds.PixelRepresentation = 1
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
     if pixels:
-        ds.PixelData = np.linspace(-1000, 1000, size * size).astype("<i2").tobytes()
+        image = head_phantom_hu(size, seed=instance) if hu is None else hu
+        ds.PixelData = np.asarray(image).astype("<i2").tobytes()
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     buffer = io.BytesIO()
@@ -148,6 +158,21 @@ def empty_zip() -> bytes:
     return zip_bytes({})
 
 
+def picture_png(name: str) -> bytes:
+    """One of scikit-image's bundled sample pictures (a photo of a cat, text, ...) as PNG: not a head CT."""
+    import skimage.data
+
+    buffer = io.BytesIO()
+    Image.fromarray(getattr(skimage.data, name)()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def flat_png(value: int = 128, size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def series(count: int) -> dict[str, bytes]:
     return {f"series/{i:03d}.dcm": ct_dicom(instance=i) for i in range(1, count + 1)}
 
@@ -162,6 +187,27 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
     ),
     "truncated-jpeg": (lambda: [("slice.jpg", truncated_jpeg())], "corrupt_image", "damaged or incomplete", {}),
     "dicom-without-pixels": (lambda: [("ct.dcm", ct_dicom(pixels=False))], "no_pixels", "without an image", {}),
+    # Files that decode but are not head CT (ml.inputcheck): the model would score them anyway (the shipped model
+    # calls the cat 0.74 and a blank frame 1.0), so they are refused.
+    "photo-not-head-ct": (
+        lambda: [("cat.png", picture_png("chelsea"))],
+        "not_ct",
+        "This image does not look like a head CT slice: it is a colour picture",
+        {},
+    ),
+    "text-not-head-ct": (
+        lambda: [("scan.png", picture_png("text"))],
+        "not_ct",
+        "does not look like a head CT slice: no head-sized object",
+        {},
+    ),
+    "blank-png": (lambda: [("slice.png", flat_png())], "not_ct", "This image does not look like a head CT slice", {}),
+    "ct-series-without-a-head": (
+        lambda: [(f"{i}.dcm", ct_dicom(instance=i, hu=np.zeros((16, 16)))) for i in (1, 2, 3)],
+        "not_ct",
+        "3 of its 3 slices do not look like a head CT slice",
+        {},
+    ),
     "dicom-undecodable-compression": (
         lambda: [("ct.dcm", compressed_dicom())],
         "unsupported_compression",

@@ -17,7 +17,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.test import override_settings
 from django.urls import reverse
-from PIL import Image, ImageDraw
+from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -27,6 +27,8 @@ from inference.services import model_version_register
 from scans.models import Case, Scan, Slice
 from scans.services import case_create, scan_ingest
 from tests.bad_uploads import BAD_INPUTS, page_status, series, zip_bytes
+from tests.phantoms import bone_window_png
+from tests.phantoms import head_png as phantom_png
 
 LOGIN_URL = reverse("account_login")
 
@@ -35,14 +37,8 @@ LOGIN_URL = reverse("account_login")
 
 
 def head_png(size: int = 128) -> bytes:
-    """A synthetic greyscale "head": a bright skull ring around soft tissue, on black."""
-    image = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((8, 12, size - 8, size - 12), fill=230)
-    draw.ellipse((16, 20, size - 16, size - 20), fill=110)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A synthetic greyscale head (tests.phantoms): a white skull ring around brain-grey tissue, on black."""
+    return phantom_png(size)
 
 
 def mr_dicom() -> bytes:
@@ -463,6 +459,28 @@ def test_upload_of_a_png_stores_a_scan_and_queues_its_prediction(clinician_clien
     assert scan.case == case and scan.slice_count == 1 and prediction.status == PredictionStatus.QUEUED
     page = body(clinician_client.get(response.url))
     assert "Queued for analysis" in page and 'data-poll-url="' in page
+
+
+@pytest.mark.django_db
+def test_an_unusual_image_is_analysed_with_its_warning_on_every_page(clinician_client, case, active_model):
+    response = clinician_client.post(
+        reverse("cases:upload", args=[case.pk]), {"files": ContentFile(bone_window_png(), name="bone.png")}, follow=True
+    )
+    scan, prediction = Scan.objects.get(), Prediction.objects.get()
+    check = scan.details["input_check"]
+    assert check["verdict"] == "warn" and check["failed"] == {"no_skull": 1}
+    assert scan.input_warning.startswith("This image looks unlike the brain-window head CT slices")
+    result = body(response)  # the upload redirects to the result page, with the warning as a message and a banner
+    assert response.redirect_chain[-1][0] == reverse("results:detail", args=[prediction.pk])
+    assert result.count(scan.input_warning) == 2 and 'data-testid="input-warning"' in result
+    case_page = body(clinician_client.get(reverse("cases:detail", args=[case.pk])))
+    assert 'data-testid="scan-input-warning"' in case_page and scan.input_warning in case_page
+    # A head CT in a brain window: no warning anywhere.
+    clinician_client.post(reverse("cases:upload", args=[case.pk]), {"files": ContentFile(head_png(), name="h.png")})
+    plain = Scan.objects.exclude(pk=scan.pk).get()
+    assert plain.details["input_check"]["verdict"] == "ok" and plain.input_warning == ""
+    page = body(clinician_client.get(reverse("results:detail", args=[plain.predictions.get().pk])))
+    assert 'data-testid="input-warning"' not in page
 
 
 @pytest.mark.django_db

@@ -132,6 +132,12 @@ class ScanSerializer(serializers.ModelSerializer):
         help_text="Files of an uploaded ZIP that are neither DICOM nor PNG/JPEG (a LICENSE, a README, ...) and were "
         "left out of the scan."
     )
+    input_check = serializers.SerializerMethodField(
+        help_text="Does the scan look like head CT in a brain window (checked at upload, before the model)? "
+        "verdict: ok, or warn (the probability may be meaningless for it: see message); uploads that do not look "
+        "like head CT at all are refused (415, code not_ct). Counts of slices that lack each property are in "
+        "failed. Null for scans uploaded before the check existed."
+    )
     prediction = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -149,6 +155,7 @@ class ScanSerializer(serializers.ModelSerializer):
             "uploaded_by",
             "original_filenames",
             "skipped_files",
+            "input_check",
             "created",
             "prediction",
         ]
@@ -157,6 +164,13 @@ class ScanSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_skipped_files(self, scan: Scan) -> list[str]:
         return list((scan.details or {}).get("skipped_files") or [])
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_input_check(self, scan: Scan) -> dict | None:
+        check = (scan.details or {}).get("input_check")
+        if not check:
+            return None
+        return {key: check.get(key) for key in ("verdict", "message", "slices", "unusual", "failed")}
 
     @extend_schema_field(PredictionSummarySerializer(allow_null=True))
     def get_prediction(self, scan: Scan) -> dict | None:

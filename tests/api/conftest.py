@@ -13,12 +13,11 @@ come from tests/conftest.py).
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.core.cache import cache
-from PIL import Image
 from rest_framework.test import APIClient
+
+from tests.phantoms import head_png
 
 
 @pytest.fixture(autouse=True)
@@ -56,13 +55,9 @@ def client_for(token_for):
 
 
 def make_png(size: int = 64, *, value: int = 90) -> bytes:
-    image = Image.new("L", (size, size), 0)
-    for x in range(size // 4, 3 * size // 4):
-        for y in range(size // 4, 3 * size // 4):
-            image.putpixel((x, y), value)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A synthetic head phantom PNG; ``value`` is the grey of a small square inside it (different values, different
+    files)."""
+    return head_png(size, value=value)
 
 
 @pytest.fixture

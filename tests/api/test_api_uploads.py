@@ -12,6 +12,7 @@ from inference.models import Prediction
 from scans.models import Scan, Slice
 from tests.api.conftest import make_png
 from tests.bad_uploads import BAD_INPUTS, ct_dicom, page_status, series
+from tests.phantoms import bone_window_png
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -69,6 +70,21 @@ def test_api_and_service_give_the_same_message(case, clinician, client_for, acti
         f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("x.gif", bad)]}, format="multipart"
     )
     assert response.json()["errors"]["files"] == refused.value.messages
+
+
+def test_upload_answer_carries_the_input_check(case, clinician, client_for, active_model):
+    url = f"/api/v1/cases/{case.pk}/scans/"
+    plain = client_for(clinician).post(url, {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart")
+    assert plain.status_code == 201 and plain.json()["input_check"]["verdict"] == "ok"
+    unusual = client_for(clinician).post(
+        url, {"files": [SimpleUploadedFile("bone.png", bone_window_png())]}, format="multipart"
+    )
+    assert unusual.status_code == 201
+    check = unusual.json()["input_check"]
+    assert check["verdict"] == "warn" and check["failed"] == {"no_skull": 1} and check["slices"] == 1
+    assert check["message"].startswith("This image looks unlike the brain-window head CT slices")
+    detail = client_for(clinician).get(unusual.json()["url"]).json()
+    assert detail["input_check"] == check
 
 
 def test_upload_size_limit_comes_from_the_service(case, clinician, client_for, active_model, settings):

@@ -184,3 +184,34 @@ def test_dicom_series_zip_shows_28_slice_probabilities(
             browser.execute_script("arguments[0].loading = 'eager';", element)
             wait(browser).until(lambda b, e=element: image_loaded(b, e))
     save_screenshot(browser, "model.png")
+
+
+def test_a_photo_is_refused_and_a_bone_window_image_is_analysed_with_a_warning(
+    live_server, browser, celery_worker, model_version, clinician, tmp_path
+):
+    """The input check in the browser: a colour photo never reaches the model (the page says why and nothing is
+    stored); a head CT in the wrong window is analysed, and its result carries the warning."""
+    from scans.models import Scan
+    from scans.services import case_create
+    from tests.bad_uploads import picture_png
+    from tests.phantoms import bone_window_png
+
+    case = case_create(user=clinician, patient_ref="IC-000001", title="Input check")
+    photo, bone = tmp_path / "holiday.png", tmp_path / "bone.png"
+    photo.write_bytes(picture_png("chelsea"))
+    bone.write_bytes(bone_window_png(256))
+    sign_in_with_session(browser, live_server.url, clinician)
+    browser.get(f"{live_server.url}/cases/{case.pk}/")
+
+    css(browser, "form[data-upload] input[type=file]").send_keys(str(photo))
+    wait(browser).until(lambda b: photo.name in css(b, "[data-file-list]").text)
+    css(browser, "[data-upload-submit]").click()
+    error = wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "[data-upload-error] .alert--error"))[0]
+    assert "This image does not look like a head CT slice: it is a colour picture" in error.text
+    assert "/cases/" in browser.current_url and not Scan.objects.exists()
+
+    browser.get(f"{live_server.url}/cases/{case.pk}/")
+    upload_file(browser, bone)
+    wait_for_probability(browser)
+    warning = css(browser, "[data-testid=input-warning]").text
+    assert "Unusual input." in warning and "no white skull rim" in warning

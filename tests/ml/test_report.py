@@ -67,3 +67,30 @@ def test_recipe_names_say_what_differs():
     words_expected = ("whole encoder trained", "patience 8", "training seed 2", "folds 0,1 on NVIDIA H100 + 2 on cpu")
     for words in (*words_expected, "rerun that keeps slice probabilities"):
         assert words in label
+
+
+def test_input_check_section_counts_each_group_and_names_the_pictures_let_through():
+    from ml.report import _inputcheck_lines
+
+    ic = {
+        "model_on_pictures": {
+            "version": "v1", "threshold": 0.5, "probabilities": {"cat": 0.74, "coins": 0.8, "ramp": 1.0}
+        },
+        "ms_per_slice": 9.5,
+        "ms_per_slice_shape": [512, 512],
+        "groups": {
+            "Head CT images": {"scans": 3, "slices": 3, "verdicts": {"ok": 3, "warn": 0, "refuse": 0},
+                               "slices_failing": {}, "flagged": {}},
+            "Pictures that are not CT": {
+                "scans": 3, "slices": 3, "verdicts": {"ok": 1, "warn": 1, "refuse": 1},
+                "slices_failing": {"no_skull": 2, "colour": 1},
+                "flagged": {"cat": {"verdict": "refuse"}, "ramp": {"verdict": "warn"}},
+            },
+        },
+    }  # fmt: skip
+    text = "\n".join(_inputcheck_lines(ic))
+    assert "cat 0.74, coins 0.80, ramp 1.00." in text and "9.5 ms per slice of 512 x 512" in text
+    assert "| Head CT images | 3 | 3 | 3 | 0 | 0 | – |" in text
+    assert "| Pictures that are not CT | 3 | 3 | 1 | 1 | 1 | no_skull 2, colour 1 |" in text
+    assert "Pictures only warned about: ramp; passed: coins" in text
+    assert _inputcheck_lines(None) == []

@@ -1,0 +1,205 @@
+"""Does an input look like a head CT slice in a brain window? A model-independent check, run before the model.
+
+Why: the model scores anything it is given, and its features cannot tell a photograph from a CT slice. The shipped
+ensemble calls a photo of a cat 0.74 and a brick wall 0.94, "hemorrhage suspected" (`python -m ml.benchmark
+inputcheck` measures this), and the distance of its encoder features from the training slices (Mahalanobis in a PCA
+space fitted on them) ranks those photos as more typical than a tenth of real CT-ICH slices. So the check looks at the
+image itself, with properties every brain-window head CT slice has:
+
+- ``colour``: CT is greyscale. A photo or a coloured rendering has pixels whose colour is not explained by one tint
+  of the grey level (a tinted film scan, as some Head CT images are, is).
+- ``no_head``: one head-sized bright object stands out from the background; not nothing, not the whole frame.
+- ``no_background``: air surrounds the head: the image border is a flat, uniform level, not texture.
+- ``no_skull``: in a brain window bone is white, so the head's outer rim holds near-white pixels. A bone window
+  (brain and bone both grey) or a non-CT picture has none.
+- ``no_brain``: inside the skull most pixels have the mid-grey of brain tissue in a brain window.
+
+The thresholds sit far from every real slice in ../shared/data (all 200 Head CT images, every CT-ICH slice and every
+DICOM file there; see `docs/RESULTS.md`, "Input check"). A slice that fails one property is "unusual" (a skull-base
+slice, an odd window, a tight crop); one that fails two, or is in colour, is "not head CT". A scan is refused when most
+of its slices are not head CT, and flagged when many of them are unusual. The verdict never changes the model's
+output: the platform refuses the upload, or shows the warning beside the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from ml import preprocess
+
+VERSION = 1
+# Images are checked at about this many pixels on their long side (speed; every threshold was measured there).
+CHECK_SIZE = 256
+# Tint-removed chroma above this (0-255 scale) makes a pixel "coloured"; more than COLOUR_FRACTION of them, a colour
+# picture. Real Head CT, tinted scans included, stays below 0.01.
+CHROMA_LEVEL = 30
+COLOUR_FRACTION = 0.05
+# The head object: at least this fraction of the image, touching at most this fraction of the image border.
+MIN_HEAD_FRACTION = 0.02
+MAX_BORDER_TOUCH = 0.6
+# Border pixels within BORDER_TOLERANCE grey levels of the border's median: at least this fraction (real: >= 0.19).
+MIN_UNIFORM_BORDER = 0.15
+BORDER_TOLERANCE = 12
+# Skull rim: the outer RIM_DEPTH of the head (as a fraction of its size); at least MIN_SKULL of it >= SKULL_LEVEL.
+RIM_DEPTH = 0.04
+SKULL_LEVEL = 200
+MIN_SKULL = 0.03
+# Brain: deeper than 3 rim depths inside the head, at least MIN_BRAIN of the pixels in [BRAIN_LOW, BRAIN_HIGH).
+BRAIN_LOW, BRAIN_HIGH = 60, 200
+MIN_BRAIN = 0.15
+# A scan is refused when more than this fraction of its slices are not head CT, and flagged when at least
+# UNUSUAL_SCAN of them are unusual.
+REFUSE_SCAN = 0.5
+UNUSUAL_SCAN = 1 / 3
+
+REASONS = {
+    "colour": "it is a colour picture, and CT slices are greyscale",
+    "no_head": "no head-sized object stands out from the background",
+    "no_background": "its border is not the flat dark air that surrounds a head on CT",
+    "no_skull": "it has no white skull rim, as a head CT in a brain window has (another window, or not a head CT?)",
+    "no_brain": "little inside the head has the grey of brain tissue in a brain window",
+}
+
+
+@dataclass(frozen=True)
+class SliceCheck:
+    """The properties one slice lacks (keys of REASONS, in that order) and the measures behind them."""
+
+    failed: tuple[str, ...]
+    measures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def unusual(self) -> bool:
+        return bool(self.failed)
+
+    @property
+    def not_head_ct(self) -> bool:
+        return "colour" in self.failed or len(self.failed) >= 2
+
+
+@dataclass(frozen=True)
+class ScanCheck:
+    """A scan's verdict: "ok", "warn" (shown beside the result) or "refuse" (not analysed)."""
+
+    verdict: str
+    message: str
+    slices: int
+    unusual: int
+    not_head_ct: int
+    failed: dict[str, int]  # how many slices lack each property
+
+    def to_dict(self) -> dict:
+        return {"version": VERSION, **asdict(self)}
+
+
+def colour_fraction(image: Image.Image) -> float:
+    """Fraction of pixels whose colour one tint of the grey level does not explain (0 for any greyscale mode).
+
+    Each channel is fitted as a + b * grey over the image (least squares), so a uniformly tinted film scan leaves no
+    residual; what stays is colour that varies independently of brightness, as in photographs and colour overlays."""
+    if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F"):
+        return 0.0
+    rgb = np.asarray(image.convert("RGB"), np.float32)
+    step = max(1, max(rgb.shape[:2]) // CHECK_SIZE)
+    pixels = rgb[::step, ::step].reshape(-1, 3)
+    grey = pixels.mean(1, keepdims=True)
+    design = np.hstack([grey, np.ones_like(grey)])
+    coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
+    residual = pixels - design @ coef
+    return float(((residual.max(1) - residual.min(1)) > CHROMA_LEVEL).mean())
+
+
+def picture_colour(path: str | Path) -> float:
+    """`colour_fraction` of a picture file."""
+    with Image.open(path) as image:
+        image.load()
+        return colour_fraction(image)
+
+
+def measure(slice_u8: np.ndarray, *, colour: float = 0.0) -> dict[str, float]:
+    """The measures behind the check, for one uint8 slice in the model window (ml.preprocess.load_slice)."""
+    u8 = np.asarray(slice_u8, np.uint8)
+    if u8.ndim != 2:
+        raise ValueError(f"expected a 2-D slice, got shape {u8.shape}")
+    step = max(1, max(u8.shape) // CHECK_SIZE)
+    small = u8[::step, ::step]
+    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]]).astype(np.int16)
+    uniform = float((np.abs(border - np.median(border)) <= BORDER_TOLERANCE).mean())
+    head = preprocess.head_mask(small)
+    touch = float(np.concatenate([head[0], head[-1], head[:, 0], head[:, -1]]).mean())
+    skull = brain = 0.0
+    if head.any() and not head.all():
+        rows, cols = np.flatnonzero(head.any(1)), np.flatnonzero(head.any(0))
+        depth = max(2.0, RIM_DEPTH * max(rows[-1] - rows[0], cols[-1] - cols[0]))
+        inside = ndimage.distance_transform_edt(head)
+        rim = head & (inside <= depth)
+        skull = float((small[rim] >= SKULL_LEVEL).mean())
+        core = small[inside > 3 * depth]
+        if core.size == 0:
+            core = small[head]
+        brain = float(((core >= BRAIN_LOW) & (core < BRAIN_HIGH)).mean())
+    return {
+        "colour": round(float(colour), 4),
+        "head_fraction": round(float(head.mean()), 4),
+        "border_touch": round(touch, 4),
+        "uniform_border": round(uniform, 4),
+        "skull": round(skull, 4),
+        "brain": round(brain, 4),
+    }
+
+
+def failed_properties(m: dict[str, float]) -> tuple[str, ...]:
+    """The properties (keys of REASONS) that the measures of one slice fail."""
+    failed = []
+    if m["colour"] > COLOUR_FRACTION:
+        failed.append("colour")
+    if m["head_fraction"] < MIN_HEAD_FRACTION or m["border_touch"] > MAX_BORDER_TOUCH:
+        failed.append("no_head")
+    if m["uniform_border"] < MIN_UNIFORM_BORDER:
+        failed.append("no_background")
+    if m["skull"] < MIN_SKULL:
+        failed.append("no_skull")
+    if m["brain"] < MIN_BRAIN:
+        failed.append("no_brain")
+    return tuple(failed)
+
+
+def check_slice(slice_u8: np.ndarray, *, colour: float = 0.0) -> SliceCheck:
+    """Check one uint8 slice in the model window; ``colour`` is the source image's colour_fraction (0 for DICOM)."""
+    m = measure(slice_u8, colour=colour)
+    return SliceCheck(failed_properties(m), m)
+
+
+def check_scan(checks: list[SliceCheck]) -> ScanCheck:
+    """The verdict for a scan from its slices' checks (a single image is a scan of one slice)."""
+    if not checks:
+        raise ValueError("a scan needs at least one slice")
+    n = len(checks)
+    unusual = sum(c.unusual for c in checks)
+    not_ct = sum(c.not_head_ct for c in checks)
+    failed = {key: sum(key in c.failed for c in checks) for key in REASONS}
+    failed = {key: count for key, count in failed.items() if count}
+    reasons = _reasons(failed)
+    if not_ct > REFUSE_SCAN * n:
+        what = "This image does not" if n == 1 else f"{not_ct} of its {n} slices do not"
+        verdict, message = "refuse", f"{what} look like a head CT slice: {reasons}."
+    elif unusual and (n == 1 or unusual >= UNUSUAL_SCAN * n):
+        what = "This image looks" if n == 1 else f"{unusual} of its {n} slices look"
+        verdict = "warn"
+        message = (
+            f"{what} unlike the brain-window head CT slices the model was trained on: {reasons}. "
+            "Read the probability with caution."
+        )
+    else:
+        verdict, message = "ok", ""
+    return ScanCheck(verdict, message, n, unusual, not_ct, failed)
+
+
+def _reasons(failed: dict[str, int]) -> str:
+    ordered = sorted(failed, key=lambda key: -failed[key])
+    return "; ".join(REASONS[key] for key in ordered)

@@ -1,0 +1,194 @@
+"""The input check (ml.inputcheck): head CT in a brain window passes; pictures that are not CT are refused; a bone
+window or an unusual picture is flagged. Phantoms and scikit-image's bundled pictures here; every real file in the
+data folder in the tests marked with `data_root`."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from ml import data as mldata
+from ml import inputcheck, preprocess
+from tests.phantoms import head_phantom_hu, head_picture
+
+
+def brain(size: int = 128, **kwargs) -> np.ndarray:
+    return preprocess.apply_window(head_phantom_hu(size, **kwargs), *preprocess.MODEL_WINDOW)
+
+
+def picture(name: str) -> tuple[np.ndarray, float]:
+    """A scikit-image sample picture as the model would read it, and its colour fraction."""
+    image = Image.fromarray(getattr(skimage.data, name)())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return preprocess.read_slice(buffer)
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128, 512])
+@pytest.mark.parametrize("bleed", [False, True])
+def test_a_head_in_a_brain_window_passes_at_any_size(size, bleed):
+    check = inputcheck.check_slice(brain(size, bleed=bleed))
+    assert check.failed == () and not check.unusual and not check.not_head_ct
+    verdict = inputcheck.check_scan([check])
+    assert verdict.verdict == "ok" and verdict.message == ""
+
+
+def test_a_head_on_a_larger_canvas_with_a_grey_background_still_passes():
+    canvas = np.full((400, 500), 40, np.uint8)  # a grey, not black, export background
+    canvas[100:228, 150:278] = np.where(brain(128) > 0, brain(128), 40)
+    assert inputcheck.check_slice(canvas).failed == ()
+
+
+@pytest.mark.parametrize("tint", [(1.0, 1.0, 1.0), (0.82, 0.9, 1.0), (1.0, 0.93, 0.8)])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_greyscale_or_uniformly_tinted_colour_files_are_not_colour(tint, mode):
+    """Some Head CT files are film scans with a blue cast: one tint of the grey level is not colour."""
+    grey = brain(160).astype(np.float32)
+    rgb = np.clip(np.stack([grey * t for t in tint], -1), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buffer, format="PNG")
+    u8, colour = preprocess.read_slice(buffer)
+    assert colour < 0.01
+    assert inputcheck.check_slice(u8, colour=colour).failed == ()
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
+def test_colour_photographs_are_refused(name):
+    u8, colour = picture(name)
+    check = inputcheck.check_slice(u8, colour=colour)
+    assert "colour" in check.failed and check.not_head_ct
+    verdict = inputcheck.check_scan([check])
+    assert verdict.verdict == "refuse"
+    assert verdict.message.startswith("This image does not look like a head CT slice: ")
+    assert inputcheck.REASONS["colour"] in verdict.message
+
+
+@pytest.mark.parametrize("name", ["text", "brick", "grass", "moon", "page", "checkerboard"])
+def test_greyscale_pictures_without_a_head_are_refused(name):
+    u8, colour = picture(name)
+    assert colour == 0.0
+    verdict = inputcheck.check_scan([inputcheck.check_slice(u8)])
+    assert verdict.verdict == "refuse", verdict
+
+
+@pytest.mark.parametrize(
+    "u8",
+    [
+        np.zeros((256, 256), np.uint8),
+        np.full((256, 256), 128, np.uint8),
+        np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8),
+    ],
+    ids=["black", "grey", "noise"],
+)
+def test_blank_frames_and_noise_are_refused(u8):
+    check = inputcheck.check_slice(u8)
+    assert "no_head" in check.failed and check.not_head_ct
+
+
+def test_a_bone_window_is_flagged_not_refused():
+    """Bone is grey, not white, in a bone window: the slice is a head CT, but not as the model was trained."""
+    bone = preprocess.apply_window(head_phantom_hu(128), *preprocess.BONE_WINDOW)
+    check = inputcheck.check_slice(bone)
+    assert check.failed == ("no_skull",)
+    verdict = inputcheck.check_scan([check])
+    assert verdict.verdict == "warn"
+    assert "unlike the brain-window head CT slices" in verdict.message and "skull rim" in verdict.message
+
+
+def test_a_series_verdict_counts_its_slices():
+    head, blank = inputcheck.check_slice(brain(64)), inputcheck.check_slice(np.zeros((64, 64), np.uint8))
+    bone = inputcheck.check_slice(preprocess.apply_window(head_phantom_hu(64), *preprocess.BONE_WINDOW))
+    # A few empty slices at the ends of a series are normal.
+    assert inputcheck.check_scan([blank, *[head] * 10, blank]).verdict == "ok"
+    # Many unusual slices: flagged, with the count.
+    flagged = inputcheck.check_scan([bone] * 4 + [head] * 8)
+    assert flagged.verdict == "warn" and flagged.message.startswith("4 of its 12 slices look unlike")
+    assert flagged.failed == {"no_skull": 4} and flagged.unusual == 4 and flagged.not_head_ct == 0
+    # Mostly not head CT: refused; exactly half is not "most".
+    refused = inputcheck.check_scan([blank] * 3 + [head] * 2)
+    assert refused.verdict == "refuse" and refused.message.startswith("3 of its 5 slices do not look like")
+    assert inputcheck.check_scan([blank] * 2 + [head] * 2).verdict == "warn"
+    with pytest.raises(ValueError):
+        inputcheck.check_scan([])
+
+
+def test_the_verdict_is_plain_json():
+    d = inputcheck.check_scan([inputcheck.check_slice(np.zeros((32, 32), np.uint8))]).to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["version"] == inputcheck.VERSION and d["verdict"] == "refuse" and d["slices"] == 1
+
+
+def test_predict_cli_reports_the_verdict_beside_the_probability(tmp_path):
+    from tests.ml.test_train_smoke import _tiny_checkpoint
+
+    tiny_checkpoint = _tiny_checkpoint(tmp_path / "ckpt")
+    good, photo = tmp_path / "head.png", tmp_path / "cat.png"
+    Image.fromarray(head_picture(96)).save(good)
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    out = subprocess.run(
+        [sys.executable, "-m", "ml.predict", "--checkpoint", str(tiny_checkpoint), str(good), str(photo)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["input_check"]["verdict"] for line in lines] == ["ok", "refuse"]
+    assert "colour" in lines[1]["input_check"]["failed"]
+    assert all(0.0 <= line["probability"] <= 1.0 for line in lines)
+
+
+# --- every real file in the data folder ----------------------------------------------------------------------------
+
+
+def test_every_head_ct_image_passes(data_root):
+    scans = mldata.read_head_ct(mldata.dataset_roots("head_ct", data_root)["head_ct"])
+    assert len(scans) == 200
+    failed = {}
+    for scan in scans:
+        u8, colour = preprocess.read_slice(scan.slice_paths[0])
+        check = inputcheck.check_slice(u8, colour=colour)
+        if check.failed:
+            failed[scan.scan_id] = check
+    assert failed == {}
+
+
+def test_every_ct_ich_series_passes_and_no_slice_alone_is_refused(data_root):
+    scans = mldata.read_ct_ich(mldata.dataset_roots("ct_ich", data_root)["ct_ich"])
+    assert len(scans) >= 60
+    unusual = 0
+    for scan in scans:
+        checks = [inputcheck.check_slice(preprocess.load_slice(p)) for p in scan.slice_paths]
+        assert inputcheck.check_scan(checks).verdict == "ok", scan.scan_id
+        assert not any(c.not_head_ct for c in checks), scan.scan_id
+        unusual += sum(c.unusual for c in checks)
+    # Unusual single slices exist (the top of the skull, the skull base) but are rare.
+    assert unusual < 0.02 * sum(len(s.slice_paths) for s in scans)
+
+
+def test_no_dicom_file_in_the_data_folder_is_refused(dicom_root):
+    files = sorted(p for p in dicom_root.rglob("*.dcm") if p.parent.name != "masks")
+    assert len(files) >= 50
+    for path in files:
+        check = inputcheck.check_slice(preprocess.load_slice(path))
+        assert not check.not_head_ct, (path, check)
+    slices, _ = preprocess.load_scan(dicom_root / "ge_head_series")
+    assert inputcheck.check_scan([inputcheck.check_slice(s) for s in slices]).verdict == "ok"
+
+
+def test_ct_ich_bone_window_series_are_flagged_and_masks_refused(data_root):
+    root = mldata.dataset_roots("ct_ich", data_root)["ct_ich"]
+    for scan in mldata.read_ct_ich(root)[:3]:
+        bone = [p.parent.parent / "bone" / p.name for p in scan.slice_paths]
+        verdict = inputcheck.check_scan([inputcheck.check_slice(preprocess.load_slice(p)) for p in bone])
+        assert verdict.verdict == "warn" and "no_skull" in verdict.failed, scan.scan_id
+    masks = sorted((root / "Patients_CT").glob("*/brain/*_HGE_Seg.jpg"))[:20]
+    assert len(masks) == 20
+    refused = [inputcheck.check_scan([inputcheck.check_slice(preprocess.load_slice(p))]).verdict for p in masks]
+    assert refused.count("refuse") >= 18, refused
