@@ -17,6 +17,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ml import dicom as ml_dicom
+from ml import inputcheck
+from ml.inputcheck import ScanCheck, SliceCheck
 
 DicomError = ml_dicom.DicomError
 DicomTooLarge = ml_dicom.DicomTooLarge
@@ -112,24 +114,20 @@ def window_dicom(ds: Dataset, hu: np.ndarray | None = None) -> np.ndarray:
     return preprocess.apply_window(hu, center, width)
 
 
-def check_slice(greyscale: np.ndarray, *, colour: float = 0.0):
+def check_slice(greyscale: np.ndarray, *, colour: float = 0.0) -> SliceCheck:
     """`ml.inputcheck.check_slice`: does one slice in the model window look like head CT in a brain window?"""
-    from ml import inputcheck
-
     return inputcheck.check_slice(greyscale, colour=colour)
 
 
-def check_dicom_slice(hu: np.ndarray):
+def check_dicom_slice(hu: np.ndarray) -> SliceCheck:
     """`check_slice` for a CT slice in HU, windowed as the model reads it (not as it is shown)."""
     from ml import preprocess
 
     return check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
 
 
-def check_scan(checks: Sequence):
+def check_scan(checks: Sequence[SliceCheck]) -> ScanCheck:
     """`ml.inputcheck.check_scan`: the verdict ("ok", "warn", "refuse") for a scan from its slices' checks."""
-    from ml import inputcheck
-
     return inputcheck.check_scan(list(checks))
 
 

@@ -575,15 +575,16 @@ PICTURES = (
 def _pictures() -> dict[str, tuple[np.ndarray, float]]:
     """Inputs that are not head CT, as greyscale slices with their colour fraction: scikit-image's sample pictures,
     its Shepp-Logan head phantom, and noise, a blank frame and a ramp."""
+    import io
+
     import skimage.data
     from PIL import Image
 
-    from ml.inputcheck import colour_fraction
-
     out = {}
     for name in PICTURES:
-        image = Image.fromarray(getattr(skimage.data, name)())
-        out[name] = (preprocess._image_to_grey(image), colour_fraction(image))
+        buffer = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).save(buffer, format="PNG")
+        out[name] = preprocess.read_slice(buffer)  # as an upload of the picture would be read
     out["shepp_logan_phantom"] = ((skimage.data.shepp_logan_phantom() * 255).astype(np.uint8), 0.0)
     rng = np.random.default_rng(SEED)
     out["noise"] = (rng.integers(0, 256, (256, 256), dtype=np.uint8), 0.0)

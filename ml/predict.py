@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from ml import paths, preprocess
+from ml import inputcheck, paths, preprocess
 
 GRADCAM_CHUNK = 32  # slices whose Grad-CAM gradients share one backward pass
 
@@ -191,16 +191,6 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
 
 
-def input_check(path: Path, slices: Sequence[np.ndarray], names: Sequence[str]):
-    """`ml.inputcheck`'s verdict on a scan loaded by `preprocess.load_scan(path)`: does it look like head CT in a
-    brain window? Pictures are checked for colour too (their greyscale slices no longer show it)."""
-    from ml import inputcheck
-
-    files = [path] if path.is_file() else [path / name for name in names]
-    colours = [inputcheck.picture_colour(f) if f.suffix.lower() in preprocess.IMAGE_SUFFIXES else 0.0 for f in files]
-    return inputcheck.check_scan([inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)])
-
-
 def main(argv=None) -> int:
     """Entry point of `python -m ml.predict`: one JSON line per PATH, with the input check's verdict."""
     parser = argparse.ArgumentParser(prog="python -m ml.predict", description="Score head CT scans.")
@@ -215,7 +205,8 @@ def main(argv=None) -> int:
     status = 0
     for path in args.paths:
         try:
-            slices, names = preprocess.load_scan(path)
+            slices, names, colours = preprocess.read_scan(path)
+            checks = [inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)]
             result = predictor.predict_slices(slices, heatmaps=False)
             line = {
                 "path": str(path),
@@ -223,7 +214,7 @@ def main(argv=None) -> int:
                 "n_slices": len(slices),
                 "slices": names,
                 **result.to_dict(),
-                "input_check": input_check(path, slices, names).to_dict(),
+                "input_check": inputcheck.check_scan(checks).to_dict(),
             }
         except (OSError, ValueError) as exc:
             line, status = {"path": str(path), "error": str(exc)}, 1

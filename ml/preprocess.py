@@ -73,25 +73,31 @@ def load_slice(source: str | Path | BinaryIO) -> np.ndarray:
     PNG/JPG (any mode; RGB/RGBA -> L) are taken as already windowed; DICOM is converted to HU and windowed with
     MODEL_WINDOW (a brain window matching the training JPGs). Raises ValueError for unreadable input.
     """
-    return read_slice(source)[0]
+    return _load(source, colour=False)[0]
 
 
 def read_slice(source: str | Path | BinaryIO) -> tuple[np.ndarray, float]:
     """`load_slice`, and the colour fraction of the source picture (`ml.inputcheck.colour_fraction`; 0 for DICOM),
     which the greyscale slice no longer shows."""
-    from ml.inputcheck import colour_fraction
+    return _load(source, colour=True)
 
+
+def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, float]:
     data = _read_bytes(source)
     if dcm.is_dicom_bytes(data[:132]):
         return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _image_to_grey(img), colour_fraction(img)
+        image = Image.open(io.BytesIO(data))
+        image.load()
     except Exception:
-        pass
-    # A DICOM file without preamble: last resort, raises DicomError (a ValueError) when it is not DICOM either.
-    return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
+        # A DICOM file without preamble: last resort, raises DicomError (a ValueError) when it is not DICOM either.
+        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
+    with image:
+        if not colour:
+            return _image_to_grey(image), 0.0
+        from ml.inputcheck import colour_fraction
+
+        return _image_to_grey(image), colour_fraction(image)
 
 
 def dicom_to_slice(ds) -> np.ndarray:
@@ -174,9 +180,16 @@ def _natural_key(path: Path) -> tuple:
 def load_scan(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     """One scan from a path: an image, a DICOM file, or a folder with one series (DICOM ordered by geometry,
     images by natural file-name order). Returns (slices, names in order)."""
+    slices, names, _ = read_scan(path, colour=False)
+    return slices, names
+
+
+def read_scan(path: str | Path, *, colour: bool = True) -> tuple[list[np.ndarray], list[str], list[float]]:
+    """`load_scan`, and each slice's colour fraction (`read_slice`; 0 for DICOM and when ``colour`` is False)."""
     path = Path(path)
     if path.is_file():
-        return [load_slice(path)], [path.name]
+        u8, fraction = _load(path, colour=colour)
+        return [u8], [path.name], [fraction]
     if not path.is_dir():
         raise FileNotFoundError(path)
     files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
@@ -191,9 +204,10 @@ def load_scan(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
             continue
     if datasets:
         order = dcm.sort_datasets(datasets)
-        return [dicom_to_slice(datasets[i]) for i in order], [names[i] for i in order]
+        return [dicom_to_slice(datasets[i]) for i in order], [names[i] for i in order], [0.0] * len(order)
     if images:
-        return [load_slice(p) for p in images], [p.name for p in images]
+        loaded = [_load(p, colour=colour) for p in images]
+        return [u8 for u8, _ in loaded], [p.name for p in images], [fraction for _, fraction in loaded]
     raise ValueError(f"{path}: no images or DICOM files found")
 
 

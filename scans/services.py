@@ -30,6 +30,7 @@ from accounts.models import AuditAction, User
 from accounts.permissions import user_can_read_record, user_can_write, user_can_write_record
 from accounts.services import record_audit_event
 from inference import imaging
+from ml.inputcheck import ScanCheck, SliceCheck
 from scans.models import Case, Scan, ScanKind, Slice, clean_filename, private_storage, validate_patient_ref
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class _PreparedSlice:
     content_type: str
     greyscale: Any  # uint8 HxW for thumbnail/preview
     meta: dict[str, Any] = field(default_factory=dict)
-    check: Any = None  # ml.inputcheck.SliceCheck: does the slice look like head CT in a brain window?
+    check: SliceCheck | None = None  # does the slice look like head CT in a brain window? None: not checked
 
 
 # --- cases ------------------------------------------------------------------------------------------------------------
@@ -460,19 +461,38 @@ def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, di
             )
         raise IngestError("The upload contains no image.", code="empty")
     prepared, kind, modality, details = _prepare_slices(uploads)
-    check = imaging.check_scan([p.check for p in prepared])
-    if check.verdict == "refuse":
+    check = _scan_check(prepared)
+    if check is not None and check.verdict == "refuse":
         raise IngestError(
             f"{check.message} Only head CT can be analysed: if this is a head CT, upload its DICOM file or series, or "
             "a greyscale PNG/JPEG exported in a brain window.",
             code="not_ct",
         )
-    details = {**details, "input_check": check.to_dict()}
+    if check is not None:
+        details = {**details, "input_check": check.to_dict()}
     if skipped:
         # Reported to the user (upload message, API answer) and kept with the scan; base names only, as for
         # original_filenames: folder names inside an archive may name a patient.
         details = {**details, "skipped_files": [u.name for u in skipped]}
     return prepared, kind, modality, details
+
+
+def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> SliceCheck | None:
+    """Run an input check (`ml.inputcheck` through `inference.imaging`) on a slice that decoded. The check is a guard,
+    not a gate of its own: should it fail on some input, the upload goes on unchecked (logged), never a 500."""
+    try:
+        return check(*args, **kwargs)
+    except Exception:
+        logger.exception("The input check failed on %s; the upload continues unchecked", name)
+        return None
+
+
+def _scan_check(prepared: list[_PreparedSlice]) -> ScanCheck | None:
+    """The input check's verdict for the scan (None when a slice went unchecked)."""
+    checks = [p.check for p in prepared]
+    if any(c is None for c in checks):
+        return None
+    return imaging.check_scan(checks)
 
 
 def _prepare_slices(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
@@ -533,7 +553,7 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
         content_type=content_type,
         greyscale=greyscale,
         meta={"rows": height, "columns": width},
-        check=imaging.check_slice(greyscale, colour=colour),
+        check=_slice_check(upload.name, imaging.check_slice, greyscale, colour=colour),
     )
     return [prepared], ScanKind.IMAGE, "", {"format": expected}
 
@@ -581,7 +601,7 @@ def _malformed_dicom_refused(what: str) -> Iterator[None]:
         ) from exc
 
 
-def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, Any]:
+def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, SliceCheck | None]:
     """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image and
     its input check (in the model's window)."""
     ds = upload.dataset
@@ -611,7 +631,7 @@ def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, Any]:
     if reason:
         raise IngestError(f"{upload.name}: {reason}", code="not_ct")
     greyscale = imaging.window_dicom(ds, hu)
-    check = imaging.check_dicom_slice(hu)
+    check = _slice_check(upload.name, imaging.check_dicom_slice, hu)
     del hu
     # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
     if getattr(ds, "_pixel_array", None) is not None:
@@ -654,7 +674,7 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
 
 
-def _dicom_prepared(upload: _Upload, greyscale: Any, check: Any) -> _PreparedSlice:
+def _dicom_prepared(upload: _Upload, greyscale: Any, check: SliceCheck | None) -> _PreparedSlice:
     """What is stored for one checked DICOM slice: its geometry and the de-identified file."""
     ds = upload.dataset
     meta = {

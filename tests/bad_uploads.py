@@ -65,8 +65,10 @@ def ct_dicom(
     ds.PixelRepresentation = 1
     ds.RescaleSlope, ds.RescaleIntercept = 1, 0
     if pixels:
-        image = head_phantom_hu(size, seed=instance) if hu is None else hu
-        ds.PixelData = np.asarray(image).astype("<i2").tobytes()
+        image = head_phantom_hu(size, seed=instance) if hu is None else np.asarray(hu)
+        if image.shape != (size, size):
+            raise ValueError(f"hu must be {size}x{size}, got {image.shape}")
+        ds.PixelData = image.astype("<i2").tobytes()
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     buffer = io.BytesIO()
@@ -205,7 +207,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
     "ct-series-without-a-head": (
         lambda: [(f"{i}.dcm", ct_dicom(instance=i, hu=np.zeros((16, 16)))) for i in (1, 2, 3)],
         "not_ct",
-        "3 of its 3 slices do not look like a head CT slice",
+        "3 of the 3 slices of this series do not look like a head CT slice",
         {},
     ),
     "dicom-undecodable-compression": (

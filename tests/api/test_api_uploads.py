@@ -85,6 +85,11 @@ def test_upload_answer_carries_the_input_check(case, clinician, client_for, acti
     assert check["message"].startswith("This image looks unlike the brain-window head CT slices")
     detail = client_for(clinician).get(unusual.json()["url"]).json()
     assert detail["input_check"] == check
+    # Scans stored before the check existed have none.
+    scan = Scan.objects.get(pk=unusual.json()["id"])
+    scan.details.pop("input_check")
+    scan.save(update_fields=["details"])
+    assert client_for(clinician).get(unusual.json()["url"]).json()["input_check"] is None
 
 
 def test_upload_size_limit_comes_from_the_service(case, clinician, client_for, active_model, settings):

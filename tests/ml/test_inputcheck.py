@@ -59,6 +59,31 @@ def test_greyscale_or_uniformly_tinted_colour_files_are_not_colour(tint, mode):
     assert inputcheck.check_slice(u8, colour=colour).failed == ()
 
 
+def _png(image: Image.Image) -> io.BytesIO:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer
+
+
+def test_colour_hidden_in_transparent_pixels_does_not_count():
+    """The model sees a picture composited on black: magenta air that is fully transparent is black air to it."""
+    u8 = np.minimum(brain(128), 254)
+    air = u8 == 0
+    rgba = np.stack([u8, u8, u8, np.full_like(u8, 255)], -1)
+    rgba[air] = (255, 0, 255, 0)
+    # A palette picture whose transparent index is magenta, likewise.
+    palette = Image.fromarray(np.where(air, 255, u8).astype(np.uint8), mode="P")
+    palette.putpalette([v for i in range(255) for v in (i, i, i)] + [255, 0, 255])
+    palette.info["transparency"] = 255
+    for image in (Image.fromarray(rgba, mode="RGBA"), palette):
+        grey, colour = preprocess.read_slice(_png(image))
+        np.testing.assert_array_equal(grey, u8)
+        assert colour == 0.0 and inputcheck.check_slice(grey, colour=colour).failed == ()
+    rgba[air, 3] = 255  # the same magenta, now visible: a colour picture
+    grey, colour = preprocess.read_slice(_png(Image.fromarray(rgba, mode="RGBA")))
+    assert colour > 0.5 and "colour" in inputcheck.check_slice(grey, colour=colour).failed
+
+
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut", "rocket"])
 def test_colour_photographs_are_refused(name):
     u8, colour = picture(name)
@@ -109,11 +134,13 @@ def test_a_series_verdict_counts_its_slices():
     assert inputcheck.check_scan([blank, *[head] * 10, blank]).verdict == "ok"
     # Many unusual slices: flagged, with the count.
     flagged = inputcheck.check_scan([bone] * 4 + [head] * 8)
-    assert flagged.verdict == "warn" and flagged.message.startswith("4 of its 12 slices look unlike")
+    assert flagged.verdict == "warn" and flagged.message.startswith("4 of the 12 slices of this series look unlike")
     assert flagged.failed == {"no_skull": 4} and flagged.unusual == 4 and flagged.not_head_ct == 0
     # Mostly not head CT: refused; exactly half is not "most".
     refused = inputcheck.check_scan([blank] * 3 + [head] * 2)
-    assert refused.verdict == "refuse" and refused.message.startswith("3 of its 5 slices do not look like")
+    assert refused.verdict == "refuse" and refused.message.startswith(
+        "3 of the 5 slices of this series do not look like"
+    )
     assert inputcheck.check_scan([blank] * 2 + [head] * 2).verdict == "warn"
     with pytest.raises(ValueError):
         inputcheck.check_scan([])
