@@ -126,9 +126,14 @@ def check_dicom_slice(hu: np.ndarray) -> SliceCheck:
     return check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
 
 
-def check_scan(checks: Sequence[SliceCheck]) -> ScanCheck:
+def check_scan(checks: Sequence[SliceCheck], *, total: int | None = None) -> ScanCheck:
     """`ml.inputcheck.check_scan`: the verdict ("ok", "warn", "refuse") for a scan from its slices' checks."""
-    return inputcheck.check_scan(list(checks))
+    return inputcheck.check_scan(list(checks), total=total)
+
+
+def slices_to_check(total: int) -> list[int]:
+    """`ml.inputcheck.slices_to_check`: which slices of a long series the input check looks at."""
+    return inputcheck.slices_to_check(total)
 
 
 def read_slice(source: bytes | BinaryIO) -> tuple[np.ndarray, float]:

@@ -30,7 +30,7 @@ from accounts.models import AuditAction, User
 from accounts.permissions import user_can_read_record, user_can_write, user_can_write_record
 from accounts.services import record_audit_event
 from inference import imaging
-from ml.inputcheck import ScanCheck, SliceCheck
+from ml.inputcheck import SliceCheck
 from scans.models import Case, Scan, ScanKind, Slice, clean_filename, private_storage, validate_patient_ref
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,6 @@ class _PreparedSlice:
     content_type: str
     greyscale: Any  # uint8 HxW for thumbnail/preview
     meta: dict[str, Any] = field(default_factory=dict)
-    check: SliceCheck | None = None  # does the slice look like head CT in a brain window? None: not checked
 
 
 # --- cases ------------------------------------------------------------------------------------------------------------
@@ -461,15 +460,13 @@ def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, di
             )
         raise IngestError("The upload contains no image.", code="empty")
     prepared, kind, modality, details = _prepare_slices(uploads)
-    check = _scan_check(prepared)
-    if check is not None and check.verdict == "refuse":
+    check = details.get("input_check")
+    if check and check["verdict"] == "refuse":
         raise IngestError(
-            f"{check.message} Only head CT can be analysed: if this is a head CT, upload its DICOM file or series, or "
-            "a greyscale PNG/JPEG exported in a brain window.",
+            f"{check['message']} Only head CT can be analysed: if this is a head CT, upload its DICOM file or series, "
+            "or a greyscale PNG/JPEG exported in a brain window.",
             code="not_ct",
         )
-    if check is not None:
-        details = {**details, "input_check": check.to_dict()}
     if skipped:
         # Reported to the user (upload message, API answer) and kept with the scan; base names only, as for
         # original_filenames: folder names inside an archive may name a patient.
@@ -487,12 +484,12 @@ def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> SliceCheck
         return None
 
 
-def _scan_check(prepared: list[_PreparedSlice]) -> ScanCheck | None:
-    """The input check's verdict for the scan (None when a slice went unchecked)."""
-    checks = [p.check for p in prepared]
+def _scan_check(checks: list[SliceCheck | None], total: int) -> dict:
+    """``{"input_check": verdict}`` for a scan's details (`ml.inputcheck.ScanCheck.to_dict`), or nothing when a
+    slice's check failed."""
     if any(c is None for c in checks):
-        return None
-    return imaging.check_scan(checks)
+        return {}
+    return {"input_check": imaging.check_scan(checks, total=total).to_dict()}
 
 
 def _prepare_slices(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
@@ -553,9 +550,9 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
         content_type=content_type,
         greyscale=greyscale,
         meta={"rows": height, "columns": width},
-        check=_slice_check(upload.name, imaging.check_slice, greyscale, colour=colour),
     )
-    return [prepared], ScanKind.IMAGE, "", {"format": expected}
+    check = _slice_check(upload.name, imaging.check_slice, greyscale, colour=colour)
+    return [prepared], ScanKind.IMAGE, "", {"format": expected, **_scan_check([check], 1)}
 
 
 def _deidentify(ds: Any) -> None:
@@ -601,9 +598,9 @@ def _malformed_dicom_refused(what: str) -> Iterator[None]:
         ) from exc
 
 
-def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, SliceCheck | None]:
-    """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image and
-    its input check (in the model's window)."""
+def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[Any, SliceCheck | None]:
+    """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image and,
+    when ``check``, its input check (in the model's window)."""
     ds = upload.dataset
     if "PixelData" not in ds:
         raise IngestError(f"{upload.name} is a DICOM file without an image.", code="no_pixels")
@@ -631,12 +628,12 @@ def _dicom_greyscale(upload: _Upload, seen: set[str]) -> tuple[Any, SliceCheck |
     if reason:
         raise IngestError(f"{upload.name}: {reason}", code="not_ct")
     greyscale = imaging.window_dicom(ds, hu)
-    check = _slice_check(upload.name, imaging.check_dicom_slice, hu)
+    slice_check = _slice_check(upload.name, imaging.check_dicom_slice, hu) if check else None
     del hu
     # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
     if getattr(ds, "_pixel_array", None) is not None:
         ds._pixel_array = None
-    return greyscale, check
+    return greyscale, slice_check
 
 
 def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
@@ -656,25 +653,31 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
         )
     seen: set[str] = set()
     greyscales = []  # uint8 windowed images, kept instead of float32 HU to bound memory on long series
-    for upload in uploads:
+    checks = []  # the input check of the slices it looks at (a long series: evenly spaced in upload order)
+    to_check = set(imaging.slices_to_check(len(uploads)))
+    for i, upload in enumerate(uploads):
         with _malformed_dicom_refused(upload.name):
-            greyscales.append(_dicom_greyscale(upload, seen))
+            greyscale, check = _dicom_greyscale(upload, seen, check=i in to_check)
+        greyscales.append(greyscale)
+        if i in to_check:
+            checks.append(check)
     with _malformed_dicom_refused("The slice positions of the series"):
         order = imaging.sort_datasets([u.dataset for u in uploads])
     prepared = []
     for i in order:
-        upload, (greyscale, check) = uploads[i], greyscales[i]
+        upload, greyscale = uploads[i], greyscales[i]
         with _malformed_dicom_refused(upload.name):
-            prepared.append(_dicom_prepared(upload, greyscale, check))
+            prepared.append(_dicom_prepared(upload, greyscale))
     first = uploads[order[0]].dataset
     details = {
         "gantry_tilt": _float_or_none(first.get("GantryDetectorTilt")),
         "manufacturer": str(first.get("Manufacturer", "")),
+        **_scan_check(checks, len(uploads)),
     }
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
 
 
-def _dicom_prepared(upload: _Upload, greyscale: Any, check: SliceCheck | None) -> _PreparedSlice:
+def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:
     """What is stored for one checked DICOM slice: its geometry and the de-identified file."""
     ds = upload.dataset
     meta = {
@@ -700,7 +703,6 @@ def _dicom_prepared(upload: _Upload, greyscale: Any, check: SliceCheck | None) -
         content_type="application/dicom",
         greyscale=greyscale,
         meta=meta,
-        check=check,
     )
 
 

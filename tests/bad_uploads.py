@@ -204,6 +204,14 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
         {},
     ),
     "blank-png": (lambda: [("slice.png", flat_png())], "not_ct", "This image does not look like a head CT slice", {}),
+    "long-ct-series-without-a-head": (
+        lambda: [
+            ("series.zip", zip_bytes({f"s/{i}.dcm": ct_dicom(instance=i, hu=np.zeros((16, 16))) for i in range(70)}))
+        ],
+        "not_ct",
+        "64 of the 64 slices checked in this 70-slice series do not look like a head CT slice",
+        {},
+    ),
     "ct-series-without-a-head": (
         lambda: [(f"{i}.dcm", ct_dicom(instance=i, hu=np.zeros((16, 16)))) for i in (1, 2, 3)],
         "not_ct",

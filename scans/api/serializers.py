@@ -135,8 +135,9 @@ class ScanSerializer(serializers.ModelSerializer):
     input_check = serializers.SerializerMethodField(
         help_text="Does the scan look like head CT in a brain window (checked at upload, before the model)? "
         "verdict: ok, or warn (the probability may be meaningless for it: see message); uploads that do not look "
-        "like head CT at all are refused (415, code not_ct). Counts of slices that lack each property are in "
-        "failed. Null for scans uploaded before the check existed."
+        "like head CT at all are refused (415, code not_ct). slices: how many were checked (a long series: 64 evenly "
+        "spaced of its total); failed: how many of them lack each property. Null for scans uploaded before the check "
+        "existed."
     )
     prediction = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
@@ -170,7 +171,7 @@ class ScanSerializer(serializers.ModelSerializer):
         check = (scan.details or {}).get("input_check")
         if not check:
             return None
-        return {key: check.get(key) for key in ("verdict", "message", "slices", "unusual", "failed")}
+        return {key: check.get(key) for key in ("verdict", "message", "slices", "total", "unusual", "failed")}
 
     @extend_schema_field(PredictionSummarySerializer(allow_null=True))
     def get_prediction(self, scan: Scan) -> dict | None:

@@ -81,7 +81,7 @@ def test_upload_answer_carries_the_input_check(case, clinician, client_for, acti
     )
     assert unusual.status_code == 201
     check = unusual.json()["input_check"]
-    assert check["verdict"] == "warn" and check["failed"] == {"no_skull": 1} and check["slices"] == 1
+    assert check["verdict"] == "warn" and check["failed"] == {"no_skull": 1} and check["slices"] == check["total"] == 1
     assert check["message"].startswith("This image looks unlike the brain-window head CT slices")
     detail = client_for(clinician).get(unusual.json()["url"]).json()
     assert detail["input_check"] == check

@@ -146,6 +146,22 @@ def test_a_series_verdict_counts_its_slices():
         inputcheck.check_scan([])
 
 
+def test_a_long_series_is_judged_on_evenly_spaced_slices():
+    assert inputcheck.slices_to_check(5) == [0, 1, 2, 3, 4]
+    picked = inputcheck.slices_to_check(1000)
+    assert len(picked) == inputcheck.MAX_CHECKED_SLICES and picked[0] == 0 and picked[-1] == 999
+    gaps = np.diff(picked)
+    assert gaps.min() >= 15 and gaps.max() <= 17
+    head, bone = (
+        inputcheck.check_slice(brain(64)),
+        inputcheck.check_slice(preprocess.apply_window(head_phantom_hu(64), *preprocess.BONE_WINDOW)),
+    )
+    verdict = inputcheck.check_scan([bone] * 30 + [head] * 34, total=1000)
+    assert verdict.verdict == "warn" and verdict.slices == 64 and verdict.total == 1000
+    assert verdict.message.startswith("30 of the 64 slices checked in this 1000-slice series look unlike")
+    assert inputcheck.check_scan([head], total=1).total == 1
+
+
 def test_the_verdict_is_plain_json():
     d = inputcheck.check_scan([inputcheck.check_slice(np.zeros((32, 32), np.uint8))]).to_dict()
     assert json.loads(json.dumps(d)) == d
