@@ -7,6 +7,7 @@
     python -m ml.benchmark dicom             # same CT-ICH slices as HU DICOM and as JPG: do the scores agree?
     python -m ml.benchmark ablation DIR      # record a CNN-only checkpoint's card (ml.train --no-recurrent)
     python -m ml.benchmark inputcheck        # the input check on the data folder and on pictures that are not CT
+    python -m ml.benchmark windows           # the shipped model on test pictures exported in other display windows
 
 Every neural number is held-out: test folds/splits are never used for early stopping, pooling or threshold.
 """
@@ -593,6 +594,120 @@ def _pictures() -> dict[str, tuple[np.ndarray, float]]:
     return out
 
 
+# Display windows a picture may have been exported with, all inside the CT-ICH JPGs' 40/120 (-20..100 HU), so they can
+# be made exactly from those JPGs. DICOM uploads never meet this: the platform windows their HU itself.
+EXPORT_WINDOWS = {
+    "40/120 (the model's)": (40, 120),
+    "brain 40/80": (40, 80),
+    "35/60": (35, 60),
+    "stroke 40/40": (40, 40),
+}
+
+
+def rewindow(u8: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """A slice in the model window (40/120) as it would look exported in another window inside that one."""
+    centre, width = preprocess.MODEL_WINDOW
+    hu = u8.astype(np.float32) * (width / 255.0) + (centre - width / 2)
+    return preprocess.apply_window(hu, *window)
+
+
+def run_windows(data_dir: Path | None = None, windows: dict[str, tuple[float, float]] | None = None) -> dict:
+    """How the shipped model's scores move when a picture comes in another display window: the CT-ICH test patients
+    of its card (10 series), each slice re-windowed exactly from the released 40/120 JPG, scored as a series; AUCs and
+    sensitivity/specificity at the card's thresholds (slice and series)."""
+    from ml.predict import Predictor
+
+    card = _default_card()
+    if card is None:
+        raise SystemExit("no shipped model")
+    root = mldata.dataset_roots("ct_ich", data_dir or paths.data_dir(required=True))["ct_ich"]
+    test = set(card["splits"]["ct_ich"]["test"])
+    scans = [s for s in mldata.read_ct_ich(root) if s.scan_id in test]
+    raw = {s.scan_id: [preprocess.load_slice(p) for p in s.slice_paths] for s in scans}
+    predictor = Predictor()
+    slice_t, series_t = float(card["slice_threshold"]), float(card["series_threshold"])
+    out: dict = {"version": card["version"], "patients": len(scans), "slices": sum(len(v) for v in raw.values())}
+    out["thresholds"] = {"slice": slice_t, "series": series_t}
+    out["windows"] = {}
+    for name, window in (windows or EXPORT_WINDOWS).items():
+        ys, ps, yp, pp = [], [], [], []
+        for scan in scans:
+            result = predictor.predict_slices([rewindow(u8, window) for u8 in raw[scan.scan_id]], heatmaps=False)
+            ys += list(scan.slice_labels)
+            ps += result.slice_probabilities
+            yp.append(scan.label)
+            pp.append(result.probability)
+        ys, ps, yp, pp = map(np.asarray, (ys, ps, yp, pp))
+        out["windows"][name] = {
+            "slice_auc": metrics.auc(ys, ps),
+            "slice_sensitivity": float((ps[ys == 1] >= slice_t).mean()),
+            "slice_specificity": float((ps[ys == 0] < slice_t).mean()),
+            "patient_auc": metrics.auc(yp, pp),
+            "patients_found": int((pp[yp == 1] >= series_t).sum()),
+            "patients_positive": int((yp == 1).sum()),
+            "patients_cleared": int((pp[yp == 0] < series_t).sum()),
+            "patients_negative": int((yp == 0).sum()),
+        }
+    return out
+
+
+def _inputcheck_exports(hus: list[np.ndarray]) -> dict[str, dict[str, int]]:
+    """Verdicts on real CT slices (in HU) exported other ways than the model's window: other display windows, and the
+    model window picture inverted, turned, cropped tight, resized, JPEG-compressed, noisy or with burnt-in text."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from ml import inputcheck
+
+    def jpeg(u8: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(u8).save(buffer, format="JPEG", quality=30)
+        return np.asarray(Image.open(buffer))
+
+    def text(u8: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(u8.copy())
+        draw = ImageDraw.Draw(image)
+        for y in range(0, u8.shape[0], 40):
+            draw.text((5, y), "L  W:120 C:40  Se:2 Im:14", fill=255)
+        return np.asarray(image)
+
+    rng = np.random.default_rng(SEED)
+    windows = {
+        "brain 40/80": (40, 80),
+        "stroke 40/40": (40, 40),
+        "subdural 80/200": (80, 200),
+        "wide 50/350": (50, 350),
+    }
+    windows |= {"bone 500/2000": (500, 2000), "bone 600/2800": preprocess.BONE_WINDOW}
+    changes = {
+        "model window 40/120, as is": lambda u: u,
+        "turned 90 degrees": np.rot90,
+        "resized to 128 px": lambda u: np.asarray(Image.fromarray(u).resize((128, 128), Image.BILINEAR)),
+        "resized to 1024 px": lambda u: np.asarray(Image.fromarray(u).resize((1024, 1024), Image.BILINEAR)),
+        "JPEG quality 30": jpeg,
+        "noise (sd 10 grey levels)": lambda u: np.clip(u + rng.normal(0, 10, u.shape), 0, 255).astype(np.uint8),
+        "burnt-in text": text,
+        "cropped to the middle half (no air)": lambda u: u[
+            u.shape[0] // 4 : -u.shape[0] // 4, u.shape[1] // 4 : -u.shape[1] // 4
+        ],
+        "inverted (white air)": lambda u: 255 - u,
+    }
+    variants = {f"window {name}": (lambda hu, w=w: preprocess.apply_window(hu, *w)) for name, w in windows.items()}
+    variants |= {
+        name: (lambda hu, f=f: f(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))) for name, f in changes.items()
+    }
+    out = {}
+    for name, make in variants.items():
+        checks = [inputcheck.check_slice(make(hu)) for hu in hus]
+        out[name] = {
+            "ok": sum(not c.unusual for c in checks),
+            "warn": sum(c.unusual and not c.not_head_ct for c in checks),
+            "refuse": sum(c.not_head_ct for c in checks),
+        }
+    return out
+
+
 def run_inputcheck(data_dir: Path | None = None) -> dict:
     """How `ml.inputcheck` judges every real slice and series in the data folder (each slice also as a single
     image), CT-ICH's bone-window series and hemorrhage masks, and pictures that are not CT; and what the shipped
@@ -647,6 +762,7 @@ def run_inputcheck(data_dir: Path | None = None) -> dict:
             "slices_failing": dict(failed),
             "flagged": flagged,
         }
+    out["exports"] = _inputcheck_exports([preprocess.dicom_to_hu(p) for p in files])
     predictor = Predictor()
     out["model_on_pictures"] = {
         "version": predictor.version,
@@ -873,6 +989,7 @@ def main(argv=None) -> int:
     st = sub.add_parser("subtypes", help="CT-ICH out-of-fold errors by hemorrhage type and bleed size")
     st.add_argument("record", nargs="?", help="CT-ICH CV record (default: the shipped recipe's)")
     sub.add_parser("inputcheck", help="how ml.inputcheck judges the data folder and pictures that are not CT")
+    sub.add_parser("windows", help="the shipped model on CT-ICH test pictures exported in other display windows")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -924,6 +1041,8 @@ def main(argv=None) -> int:
         print(_save("ct_ich_subtypes", run_subtypes(Path(args.record) if args.record else None)))
     elif args.cmd == "inputcheck":
         print(_save("inputcheck", run_inputcheck()))
+    elif args.cmd == "windows":
+        print(_save("windows", run_windows()))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

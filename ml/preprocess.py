@@ -100,6 +100,11 @@ def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, f
         return _image_to_grey(image), colour_fraction(image)
 
 
+def dicom_to_hu(path: str | Path) -> np.ndarray:
+    """A DICOM file's pixels in HU (float32)."""
+    return dcm.to_hu(dcm.read_dataset(path))
+
+
 def dicom_to_slice(ds) -> np.ndarray:
     """DICOM dataset -> HU -> model window, uint8."""
     return apply_window(dcm.to_hu(ds), *MODEL_WINDOW)

@@ -235,3 +235,17 @@ def test_ct_ich_bone_window_series_are_flagged_and_masks_refused(data_root):
     assert len(masks) == 20
     refused = [inputcheck.check_scan([inputcheck.check_slice(preprocess.load_slice(p))]).verdict for p in masks]
     assert refused.count("refuse") >= 18, refused
+
+
+def test_exports_of_a_head_in_other_windows_and_forms_get_the_expected_verdicts():
+    from ml.benchmark import _inputcheck_exports
+
+    verdicts = {
+        name: next(v for v, n in counts.items() if n)
+        for name, counts in _inputcheck_exports([head_phantom_hu(256, bleed=True)]).items()
+    }
+    assert verdicts.pop("inverted (white air)") == "refuse"
+    assert verdicts.pop("window bone 600/2800") == "warn" and verdicts.pop("window bone 500/2000") == "warn"
+    verdicts.pop("cropped to the middle half (no air)")  # a flat phantom has no anatomy inside: not a fair test
+    # Brain windows, turned, resized, compressed, noisy or annotated: still a head CT.
+    assert set(verdicts.values()) == {"ok"}, verdicts
