@@ -15,6 +15,11 @@ class PredictionAuditFilterForm(forms.Form):
     status = forms.ChoiceField(label="Status", required=False, choices=[("", "Any status"), *PredictionStatus.choices])
     label = forms.ChoiceField(label="Result", required=False, choices=LABEL_CHOICES)
     user = forms.ChoiceField(label="Requested by", required=False)
+    input_check = forms.ChoiceField(
+        label="Input",
+        required=False,
+        choices=[("", "Any input"), ("warn", "Unusual input (warned)")],
+    )
 
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)

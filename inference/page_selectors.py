@@ -21,10 +21,12 @@ def prediction_list_for_audit(
     status: str = "",
     label: str = "",
     requested_by: str = "",
+    input_check: str = "",
 ) -> QuerySet[Prediction]:
     """Every prediction of the auditor's organization, newest first, filtered; empty for users who may not audit.
 
-    Dates are inclusive days (UTC) of the request; ``label`` is "positive" or "negative"; ``requested_by`` a user id.
+    Dates are inclusive days (UTC) of the request; ``label`` is "positive" or "negative"; ``requested_by`` a user id;
+    ``input_check`` "warn" keeps predictions of scans the input check flagged as unusual (``ml.inputcheck``).
     """
     if not user_can_audit(user):
         return Prediction.objects.none()
@@ -41,6 +43,8 @@ def prediction_list_for_audit(
         predictions = predictions.filter(label=False)
     if requested_by:
         predictions = predictions.filter(requested_by_id=requested_by)
+    if input_check:
+        predictions = predictions.filter(scan__details__input_check__verdict=input_check)
     return predictions.order_by("-created")
 
 

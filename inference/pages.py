@@ -292,6 +292,7 @@ def audit_predictions(request: HttpRequest) -> HttpResponse:
         status=filters.get("status", ""),
         label=filters.get("label", ""),
         requested_by=filters.get("user", ""),
+        input_check=filters.get("input_check", ""),
     )
     page = Paginator(predictions, PREDICTIONS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "audit/predictions.html", {"form": form, "page": page})

@@ -462,7 +462,9 @@ def test_upload_of_a_png_stores_a_scan_and_queues_its_prediction(clinician_clien
 
 
 @pytest.mark.django_db
-def test_an_unusual_image_is_analysed_with_its_warning_on_every_page(clinician_client, case, active_model):
+def test_an_unusual_image_is_analysed_with_its_warning_on_every_page(
+    clinician_client, org_admin_client, case, active_model
+):
     response = clinician_client.post(
         reverse("cases:upload", args=[case.pk]), {"files": ContentFile(bone_window_png(), name="bone.png")}, follow=True
     )
@@ -481,6 +483,12 @@ def test_an_unusual_image_is_analysed_with_its_warning_on_every_page(clinician_c
     assert plain.details["input_check"]["verdict"] == "ok" and plain.input_warning == ""
     page = body(clinician_client.get(reverse("results:detail", args=[plain.predictions.get().pk])))
     assert 'data-testid="input-warning"' not in page
+    # The audit list marks it, and filters on it.
+    audit = body(org_admin_client.get(reverse("audit:predictions")))
+    assert audit.count('data-testid="input-warning-tag"') == 1 and f'title="{scan.input_warning}"' in audit
+    unusual = body(org_admin_client.get(reverse("audit:predictions"), {"input_check": "warn"}))
+    assert reverse("results:detail", args=[prediction.pk]) in unusual
+    assert reverse("results:detail", args=[plain.predictions.get().pk]) not in unusual
 
 
 @pytest.mark.django_db
