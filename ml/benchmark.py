@@ -594,6 +594,45 @@ def _pictures() -> dict[str, tuple[np.ndarray, float]]:
     return out
 
 
+def _held_out_pictures() -> dict[str, tuple[np.ndarray, float]]:
+    """Pictures never looked at while the input check's thresholds were set: matplotlib's bundled sample data (a
+    photo, a product photo, a logo, a head MRI slice, two elevation maps) and a line chart drawn with it."""
+    import gzip
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    folder = Path(matplotlib.get_data_path()) / "sample_data"
+
+    def grey(values: np.ndarray) -> io.BytesIO:
+        values = values.astype(np.float64)
+        u8 = ((values - values.min()) / (values.max() - values.min()) * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(u8).save(buffer, format="PNG")
+        return buffer
+
+    mri = np.frombuffer(gzip.open(folder / "s1045.ima.gz").read(), np.uint16).reshape(256, 256)
+    sources = {
+        "photo (grace_hopper.jpg)": folder / "grace_hopper.jpg",
+        "product photo (Minduka_Present_Blue_Pack.png)": folder / "Minduka_Present_Blue_Pack.png",
+        "logo (logo2.png)": folder / "logo2.png",
+        "head MRI slice (s1045.ima)": grey(mri),
+        "elevation map (topobathy)": grey(np.load(folder / "topobathy.npz")["topo"]),
+        "elevation map (jacksboro_fault_dem)": grey(np.load(folder / "jacksboro_fault_dem.npz")["elevation"]),
+    }
+    figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
+    axes.plot(np.random.default_rng(SEED).normal(size=100).cumsum())
+    chart = io.BytesIO()
+    figure.savefig(chart, format="png")
+    plt.close(figure)
+    sources["line chart (matplotlib)"] = chart
+    return {name: preprocess.read_slice(source) for name, source in sources.items()}
+
+
 # Display windows a picture may have been exported with, all inside the CT-ICH JPGs' 40/120 (-20..100 HU), so they can
 # be made exactly from those JPGs. DICOM uploads never meet this: the platform windows their HU itself.
 EXPORT_WINDOWS = {
@@ -744,10 +783,13 @@ def run_inputcheck(data_dir: Path | None = None) -> dict:
     )
     pictures = _pictures()
     groups["Pictures that are not CT"] = [(name, [picture]) for name, picture in pictures.items()]
+    groups["Held out: pictures never seen while setting the thresholds"] = [
+        (name, [picture]) for name, picture in _held_out_pictures().items()
+    ]
 
     out: dict = {"version": inputcheck.VERSION, "groups": {}}
     for group, scans in groups.items():
-        verdicts, failed, flagged = Counter(), Counter(), {}
+        verdicts, failed, flagged, passed = Counter(), Counter(), {}, []
         for key, slices in scans:
             checks = [inputcheck.check_slice(u8, colour=colour) for u8, colour in slices]
             verdict = inputcheck.check_scan(checks)
@@ -755,12 +797,15 @@ def run_inputcheck(data_dir: Path | None = None) -> dict:
             failed.update(verdict.failed)
             if verdict.verdict != "ok":
                 flagged[key] = {"verdict": verdict.verdict, "failed": verdict.failed, "slices": verdict.slices}
+            else:
+                passed.append(key)
         out["groups"][group] = {
             "scans": len(scans),
             "slices": sum(len(s) for _, s in scans),
             "verdicts": {v: verdicts[v] for v in ("ok", "warn", "refuse")},
             "slices_failing": dict(failed),
             "flagged": flagged,
+            **({"passed": passed} if len(scans) <= 50 else {}),
         }
     out["exports"] = _inputcheck_exports([preprocess.dicom_to_hu(p) for p in files])
     predictor = Predictor()

@@ -332,6 +332,16 @@ def _inputcheck_lines(ic: dict | None) -> list[str]:
         "independent test. The check is a guard against wrong files, not a proof that a file is head CT.",
         "",
     ]
+    held = next((r for g, r in ic["groups"].items() if g.startswith("Held out")), None)
+    if held:
+        by = {v: sorted(k for k, r in held["flagged"].items() if r["verdict"] == v) for v in ("refuse", "warn")}
+        lines += [
+            "Held out (matplotlib's sample pictures, never looked at while the thresholds were set): refused "
+            f"{', '.join(by['refuse']) or 'none'}; warned {', '.join(by['warn']) or 'none'}; passed "
+            f"{', '.join(held.get('passed', [])) or 'none'}. A head MRI is flagged (no white skull rim), not refused: "
+            "the check tells a brain-window CT from other pictures, not CT from every other head image.",
+            "",
+        ]
     return lines
 
 

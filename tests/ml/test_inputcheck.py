@@ -249,3 +249,19 @@ def test_exports_of_a_head_in_other_windows_and_forms_get_the_expected_verdicts(
     verdicts.pop("cropped to the middle half (no air)")  # a flat phantom has no anatomy inside: not a fair test
     # Brain windows, turned, resized, compressed, noisy or annotated: still a head CT.
     assert set(verdicts.values()) == {"ok"}, verdicts
+
+
+def test_held_out_pictures_photos_logos_and_charts_are_refused_and_a_head_mri_is_not_passed():
+    """matplotlib's sample pictures played no part in setting the thresholds."""
+    from ml.benchmark import _held_out_pictures
+
+    verdicts = {
+        name: inputcheck.check_scan([inputcheck.check_slice(u8, colour=colour)])
+        for name, (u8, colour) in _held_out_pictures().items()
+    }
+    for name in ("photo (grace_hopper.jpg)", "product photo (Minduka_Present_Blue_Pack.png)", "logo (logo2.png)"):
+        assert verdicts[name].verdict == "refuse" and "colour" in verdicts[name].failed, name
+    assert verdicts["line chart (matplotlib)"].verdict == "refuse"
+    # A head, but an MRI: no white skull rim, so it is flagged, not passed.
+    mri = verdicts["head MRI slice (s1045.ima)"]
+    assert mri.verdict == "warn" and mri.failed == {"no_skull": 1}
