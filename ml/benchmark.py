@@ -615,7 +615,8 @@ def _held_out_pictures() -> dict[str, tuple[np.ndarray, float]]:
         Image.fromarray(u8).save(buffer, format="PNG")
         return buffer
 
-    mri = np.frombuffer(gzip.open(folder / "s1045.ima.gz").read(), np.uint16).reshape(256, 256)
+    with gzip.open(folder / "s1045.ima.gz") as handle:
+        mri = np.frombuffer(handle.read(), np.uint16).reshape(256, 256)
     sources = {
         "photo (grace_hopper.jpg)": folder / "grace_hopper.jpg",
         "product photo (Minduka_Present_Blue_Pack.png)": folder / "Minduka_Present_Blue_Pack.png",

@@ -338,8 +338,13 @@ def _inputcheck_lines(ic: dict | None) -> list[str]:
         lines += [
             "Held out (matplotlib's sample pictures, never looked at while the thresholds were set): refused "
             f"{', '.join(by['refuse']) or 'none'}; warned {', '.join(by['warn']) or 'none'}; passed "
-            f"{', '.join(held.get('passed', [])) or 'none'}. A head MRI is flagged (no white skull rim), not refused: "
-            "the check tells a brain-window CT from other pictures, not CT from every other head image.",
+            f"{', '.join(held.get('passed', [])) or 'none'}."
+            + (
+                " A head MRI is flagged (no white skull rim), not refused: the check tells a brain-window CT from "
+                "other pictures, not CT from every other head image."
+                if any("MRI" in name for name in by["warn"])
+                else ""
+            ),
             "",
         ]
     return lines
