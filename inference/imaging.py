@@ -1,5 +1,5 @@
-"""The DICOM and image facts other apps need, over ``ml.dicom`` / ``ml.preprocess`` (the only door from Django to
-``ml`` besides the predictor). Nothing here imports torch.
+"""The DICOM and image facts other apps need, over ``ml.dicom`` / ``ml.preprocess`` / ``ml.inputcheck`` (the only
+door from Django to ``ml`` besides the predictor). Nothing here imports torch.
 
 Policy for non-CT modalities (used by ingestion): Modality CT is accepted. A Secondary Capture (Modality OT/SC or
 missing) is accepted only when it holds CT Hounsfield units: one 16-bit sample per pixel, signed or rescaled
@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from ml import dicom as ml_dicom
-from ml import inputcheck
+from ml import inputcheck, preprocess
 from ml.inputcheck import ScanCheck, SliceCheck
 
 DicomError = ml_dicom.DicomError
@@ -104,10 +104,8 @@ def slice_position(ds: Dataset) -> float | None:
 def window_dicom(ds: Dataset, hu: np.ndarray | None = None) -> np.ndarray:
     """The brain-windowed (40/80) uint8 image of a CT slice, for thumbnails and previews shown to people.
 
-    The model reads DICOM through ``load_slice`` in its own training window (``ml.preprocess.MODEL_WINDOW``).
+    The model reads DICOM through ``ml.preprocess.load_slice`` in its own training window (``MODEL_WINDOW``).
     """
-    from ml import preprocess
-
     if hu is None:
         hu = to_hu(ds)
     center, width = preprocess.BRAIN_WINDOW
@@ -121,8 +119,6 @@ def check_slice(greyscale: np.ndarray, *, colour: float = 0.0) -> SliceCheck:
 
 def check_dicom_slice(hu: np.ndarray) -> SliceCheck:
     """`check_slice` for a CT slice in HU, windowed as the model reads it (not as it is shown)."""
-    from ml import preprocess
-
     return check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
 
 
@@ -137,18 +133,8 @@ def slices_to_check(total: int) -> list[int]:
 
 
 def read_slice(source: bytes | BinaryIO) -> tuple[np.ndarray, float]:
-    """`load_slice`, and the picture's colour fraction (0 for DICOM), for the input check."""
-    from ml import preprocess
-
+    """A greyscale uint8 slice in the model window (``ml.preprocess.read_slice``: PNG/JPEG as windowed, DICOM HU ->
+    MODEL_WINDOW), and the picture's colour fraction (0 for DICOM) for the input check."""
     if isinstance(source, bytes | bytearray):
         source = io.BytesIO(source)
     return preprocess.read_slice(source)
-
-
-def load_slice(source: bytes | BinaryIO) -> np.ndarray:
-    """A greyscale uint8 image from PNG/JPEG (RGB -> L) or DICOM (HU -> brain window)."""
-    from ml import preprocess
-
-    if isinstance(source, bytes | bytearray):
-        source = io.BytesIO(source)
-    return preprocess.load_slice(source)

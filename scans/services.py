@@ -30,7 +30,6 @@ from accounts.models import AuditAction, User
 from accounts.permissions import user_can_read_record, user_can_write, user_can_write_record
 from accounts.services import record_audit_event
 from inference import imaging
-from ml.inputcheck import SliceCheck
 from scans.models import Case, Scan, ScanKind, Slice, clean_filename, private_storage, validate_patient_ref
 
 logger = logging.getLogger(__name__)
@@ -474,7 +473,7 @@ def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, di
     return prepared, kind, modality, details
 
 
-def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> SliceCheck | None:
+def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> imaging.SliceCheck | None:
     """Run an input check (`ml.inputcheck` through `inference.imaging`) on a slice that decoded. The check is a guard,
     not a gate of its own: should it fail on some input, the upload goes on unchecked (logged), never a 500."""
     try:
@@ -484,7 +483,7 @@ def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> SliceCheck
         return None
 
 
-def _scan_check(checks: list[SliceCheck | None], total: int) -> dict:
+def _scan_check(checks: list[imaging.SliceCheck | None], total: int) -> dict:
     """``{"input_check": verdict}`` for a scan's details (`ml.inputcheck.ScanCheck.to_dict`), or nothing when a
     slice's check failed."""
     if any(c is None for c in checks):
@@ -598,7 +597,7 @@ def _malformed_dicom_refused(what: str) -> Iterator[None]:
         ) from exc
 
 
-def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[Any, SliceCheck | None]:
+def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[Any, imaging.SliceCheck | None]:
     """Check one DICOM slice (pixels, duplicates, compression, size, CT) and return its windowed uint8 image and,
     when ``check``, its input check (in the model's window)."""
     ds = upload.dataset

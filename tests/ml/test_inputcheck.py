@@ -16,6 +16,7 @@ from PIL import Image
 
 from ml import data as mldata
 from ml import inputcheck, preprocess
+from tests.bad_uploads import picture_png
 from tests.phantoms import head_phantom_hu, head_picture
 
 
@@ -25,10 +26,7 @@ def brain(size: int = 128, **kwargs) -> np.ndarray:
 
 def picture(name: str) -> tuple[np.ndarray, float]:
     """A scikit-image sample picture as the model would read it, and its colour fraction."""
-    image = Image.fromarray(getattr(skimage.data, name)())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return preprocess.read_slice(buffer)
+    return preprocess.read_slice(io.BytesIO(picture_png(name)))
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 128, 512])
