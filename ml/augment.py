@@ -1,4 +1,5 @@
-"""Training-time augmentation in torch (affine_grid): rotation, zoom, horizontal flip, mild contrast jitter.
+"""Training-time augmentation in torch (affine_grid): rotation, zoom, horizontal flip, mild contrast jitter, and
+optionally a narrower display window.
 
 Applied only when `training` is true; evaluation and inference use the plain preprocessed slices.
 """
@@ -9,6 +10,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from ml.preprocess import MODEL_WINDOW, NORM_MEAN, NORM_STD
+
+# Display windows drawn by the window augmentation: widths in HU, and levels kept where a brain window is put.
+WINDOW_WIDTHS = (40.0, 120.0)
+WINDOW_LEVELS = (25.0, 50.0)
 
 
 def augment_batch(
@@ -82,3 +89,29 @@ def augment_with_masks(
     if masks is not None:
         masks = F.grid_sample(masks.to(x.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out, masks
+
+
+def random_window(
+    x: torch.Tensor, p: float, *, n: int, generator: torch.Generator | None = None, series_length: int = 1
+) -> torch.Tensor:
+    """Show a share p of the n runs of `series_length` slices as if their picture had been exported in another
+    display window: width uniform in WINDOW_WIDTHS, level uniform in WINDOW_LEVELS (kept inside the model window,
+    whose -20..100 HU is all a picture holds). Exact for a slice in the model window: its pixels are HU clipped to that
+    window, so a narrower window is a linear stretch of them clipped to black and white. Uploaded pictures come in
+    such windows (brain 40/80, stroke 40/40); DICOM never does, the platform windows it itself."""
+    opts = {"generator": generator, "device": "cpu"}
+    apply = torch.rand(n, **opts) < p
+    centre, width = MODEL_WINDOW
+    w = torch.empty(n).uniform_(*WINDOW_WIDTHS, generator=generator)
+    low_level = torch.clamp(w / 2 + (centre - width / 2), min=WINDOW_LEVELS[0])
+    high_level = torch.clamp(-w / 2 + (centre + width / 2), max=WINDOW_LEVELS[1])
+    level = low_level + torch.rand(n, **opts) * (high_level - low_level)
+    # In the model window's 0..1 scale: the new window's low end and its width.
+    low = (level - w / 2 - (centre - width / 2)) / width
+    span = w / width
+    low = torch.where(apply, low, torch.zeros_like(low)).repeat_interleave(series_length).view(-1, 1, 1, 1)
+    span = torch.where(apply, span, torch.ones_like(span)).repeat_interleave(series_length).view(-1, 1, 1, 1)
+    unit = x * NORM_STD + NORM_MEAN
+    windowed = ((unit - low.to(x)) / span.to(x)).clamp(0.0, 1.0)
+    changed = apply.repeat_interleave(series_length).view(-1, 1, 1, 1).to(x.device)
+    return torch.where(changed, (windowed - NORM_MEAN) / NORM_STD, x)

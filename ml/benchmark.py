@@ -103,6 +103,7 @@ def run_cv(
     only_folds: Sequence[int] | None = None,
     seg_weight: float = 0.0,
     context: int = 0,
+    window_aug: float = 0.0,
     note: str = "",
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
@@ -165,6 +166,7 @@ def run_cv(
             ema=ema,
             min_epochs=min_epochs,
             seg_weight=seg_weight,
+            window_aug=window_aug,
             log=lambda s: print(s, file=sys.stderr, flush=True),
         )
         val = score_items(model, [items[i] for i in va], dev, tta=tta)
@@ -260,6 +262,7 @@ def run_cv(
             min_epochs=min_epochs,
             seg_weight=seg_weight,
             context=context,
+            window_aug=window_aug,
             patience=patience,
             tta=tta,
             only_folds=None if only_folds is None else sorted(only_folds),
@@ -343,10 +346,10 @@ def _other_tta_summary(per_fold: list[dict], pooled: list[tuple] | None, other: 
 RECIPE_KEYS = (
     "dataset", "variant", "folds", "seed", "train_seed", "size", "max_epochs", "max_minutes_per_fold",
     "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
-    "patience", "tta", "seg_weight", "context",
+    "patience", "tta", "seg_weight", "context", "window_aug",
 )  # fmt: skip
 # Recipe keys added after some records were written, with the value those older records imply.
-RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1, "context": 0}
+RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1, "context": 0, "window_aug": 0.0}
 
 
 def _recipe(record: dict, key: str):
@@ -651,22 +654,32 @@ def rewindow(u8: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     return preprocess.apply_window(hu, *window)
 
 
-def run_windows(data_dir: Path | None = None, windows: dict[str, tuple[float, float]] | None = None) -> dict:
-    """How the shipped model's scores move when a picture comes in another display window: the CT-ICH test patients
-    of its card (10 series), each slice re-windowed exactly from the released 40/120 JPG, scored as a series; AUCs and
-    sensitivity/specificity at the card's thresholds (slice and series)."""
+def run_windows(
+    data_dir: Path | None = None,
+    windows: dict[str, tuple[float, float]] | None = None,
+    *,
+    checkpoint: Path | None = None,
+    split: str = "test",
+) -> dict:
+    """How a model's scores move when a picture comes in another display window: the CT-ICH patients of one split of
+    its card (the shipped model's test patients by default; split="val" for choosing between models), each slice
+    re-windowed exactly from the released 40/120 JPG, scored as a series; AUCs and sensitivity/specificity at the
+    card's thresholds (slice and series)."""
     from ml.predict import Predictor
 
-    card = _default_card()
-    if card is None:
-        raise SystemExit("no shipped model")
+    card_path = (checkpoint or paths.default_checkpoint_dir()) / "metadata.json"
+    if not card_path.is_file():
+        raise SystemExit(f"no model card at {card_path}")
+    card = json.loads(card_path.read_text())
     root = mldata.dataset_roots("ct_ich", data_dir or paths.data_dir(required=True))["ct_ich"]
-    test = set(card["splits"]["ct_ich"]["test"])
-    scans = [s for s in mldata.read_ct_ich(root) if s.scan_id in test]
+    chosen = set(card["splits"]["ct_ich"][split])
+    scans = [s for s in mldata.read_ct_ich(root) if s.scan_id in chosen]
     raw = {s.scan_id: [preprocess.load_slice(p) for p in s.slice_paths] for s in scans}
-    predictor = Predictor()
+    predictor = Predictor(checkpoint)
     slice_t, series_t = float(card["slice_threshold"]), float(card["series_threshold"])
-    out: dict = {"version": card["version"], "patients": len(scans), "slices": sum(len(v) for v in raw.values())}
+    out: dict = {"version": card["version"], "split": split, "patients": len(scans)}
+    out["window_aug"] = card.get("training", {}).get("window_aug", 0.0)
+    out["slices"] = sum(len(v) for v in raw.values())
     out["thresholds"] = {"slice": slice_t, "series": series_t}
     out["windows"] = {}
     for name, window in (windows or EXPORT_WINDOWS).items():
@@ -1017,6 +1030,9 @@ def main(argv=None) -> int:
     cv.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     cv.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     cv.add_argument("--seg-weight", type=float, default=0.0, help="mask supervision weight (as ml.train; 0: off)")
+    cv.add_argument(
+        "--window-aug", type=float, default=0.0, help="share of series in a narrower display window (as ml.train)"
+    )
     cv.add_argument("--context", type=int, default=0, help="neighbouring slices per side as channels (as ml.train)")
     cv.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (others skipped)")
     cv.add_argument(
@@ -1035,7 +1051,10 @@ def main(argv=None) -> int:
     st = sub.add_parser("subtypes", help="CT-ICH out-of-fold errors by hemorrhage type and bleed size")
     st.add_argument("record", nargs="?", help="CT-ICH CV record (default: the shipped recipe's)")
     sub.add_parser("inputcheck", help="how ml.inputcheck judges the data folder and pictures that are not CT")
-    sub.add_parser("windows", help="the shipped model on CT-ICH test pictures exported in other display windows")
+    win = sub.add_parser("windows", help="the shipped model on CT-ICH test pictures exported in other display windows")
+    win.add_argument("--checkpoint", type=Path, default=None, help="another model (default: the shipped one)")
+    win.add_argument("--split", choices=["test", "val"], default="test", help="which of the card's CT-ICH splits")
+    win.add_argument("--out", default=None, help="results name under bench/results (default: windows)")
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -1073,6 +1092,7 @@ def main(argv=None) -> int:
             only_folds=None if args.only_folds is None else [int(k) for k in args.only_folds.split(",")],
             seg_weight=args.seg_weight,
             context=args.context,
+            window_aug=args.window_aug,
         )
     elif args.cmd == "merge":
         merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])
@@ -1088,7 +1108,8 @@ def main(argv=None) -> int:
     elif args.cmd == "inputcheck":
         print(_save("inputcheck", run_inputcheck()))
     elif args.cmd == "windows":
-        print(_save("windows", run_windows()))
+        record = run_windows(checkpoint=args.checkpoint, split=args.split)
+        print(_save(args.out or "windows", record))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -27,10 +27,10 @@ SHARED_FIELDS = ("splits", "seed", "input", "architecture")
 # Training settings that make the members one recipe (timings, history and outcomes may differ).
 RECIPE_FIELDS = (
     "max_epochs", "optimizer", "lr", "loss", "augmentation", "frozen", "freeze_blocks", "patience", "min_epochs",
-    "schedule", "augment", "window", "early_stopping", "ema_decay", "seg_weight",
+    "schedule", "augment", "window", "early_stopping", "ema_decay", "seg_weight", "window_aug",
 )  # fmt: skip
 # What cards written before a training setting was recorded imply for it (the defaults of the time).
-TRAINING_DEFAULTS = {"ema_decay": 0.0, "seg_weight": 0.0}
+TRAINING_DEFAULTS = {"ema_decay": 0.0, "seg_weight": 0.0, "window_aug": 0.0}
 COMBINE = "mean of the members' per-slice and per-scan logits (for two classes, the mean of their log-odds)"
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ml import data as mldata
 from ml import metrics, paths, preprocess
-from ml.augment import augment_with_masks
+from ml.augment import WINDOW_LEVELS, WINDOW_WIDTHS, augment_with_masks, random_window
 from ml.model import (
     POOLINGS,
     HemoEnsemble,
@@ -141,10 +141,13 @@ def seg_loss(seg_logits: list[torch.Tensor], masks: torch.Tensor, known: torch.T
     return torch.stack(losses).mean()
 
 
-def training_input(model, batch, device, *, generator, augment: str = "slice", with_masks: bool = False):
+def training_input(
+    model, batch, device, *, generator, augment: str = "slice", with_masks: bool = False, window_aug: float = 0.0
+):
     """One training batch as the model reads it: B x T x C x H x W augmented slices (C = 1, or with the model's
     neighbouring slices as channels), lengths, and with_masks the (B*T) x 1 x H x W hemorrhage masks moved with their
-    slices plus which slices have one (else None, None)."""
+    slices plus which slices have one (else None, None). window_aug=p shows a share p of the series (or images) as if
+    exported in a narrower display window, one window per series as an export would have."""
     slices = [it.slices[a:b] for it, a, b in batch]
     x, lengths = to_tensor(slices, device)
     # Neighbouring slices join as channels before augmentation, so one rotation/zoom/flip moves them alike.
@@ -165,16 +168,26 @@ def training_input(model, batch, device, *, generator, augment: str = "slice", w
         generator=generator,
         series_length=t if augment == "series" else 1,
     )
+    if window_aug > 0:
+        flat = random_window(flat, window_aug, n=b, generator=generator, series_length=t)
     return flat.reshape(x.shape), lengths, masks, known
 
 
 def batch_loss(
-    model, batch, device, *, pos_weight: float, generator, augment: str = "slice", seg_weight: float = 0.0
+    model,
+    batch,
+    device,
+    *,
+    pos_weight: float,
+    generator,
+    augment: str = "slice",
+    seg_weight: float = 0.0,
+    window_aug: float = 0.0,
 ) -> tuple[torch.Tensor, float, int]:
     """Slice + scan cross-entropy of one batch (augmented), plus seg_weight x the mask loss on the slices whose
     hemorrhage mask is known (seg_weight > 0 and a model with mask heads)."""
     x, lengths, masks, known = training_input(
-        model, batch, device, generator=generator, augment=augment, with_masks=seg_weight > 0
+        model, batch, device, generator=generator, augment=augment, with_masks=seg_weight > 0, window_aug=window_aug
     )
     b, t = x.shape[:2]
     use_seg = known is not None and bool(known.any())
@@ -355,6 +368,7 @@ def fit(
     ema: float = 0.0,
     min_epochs: int = 1,
     seg_weight: float = 0.0,
+    window_aug: float = 0.0,
 ) -> tuple[HemoNet, list[dict], int]:
     """Train with early stopping on the validation score; returns (best model, per-epoch history, best epoch).
 
@@ -367,7 +381,8 @@ def fit(
     min_epochs=m: no epoch before the m-th is kept (nor counts towards patience): in the first epochs the heads are
     near their random start, and a tiny validation set can still rank them best by chance.
     seg_weight=w > 0 adds w x the mask loss (`seg_loss`) of the items with hemorrhage masks; model_config must
-    then have seg=True."""
+    then have seg=True. window_aug=p > 0 shows a share p of the training series in a narrower display window
+    (`ml.augment.random_window`)."""
     from tqdm import tqdm
 
     set_seed(seed)
@@ -410,6 +425,7 @@ def fit(
                 generator=generator,
                 augment=augment,
                 seg_weight=seg_weight,
+                window_aug=window_aug,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -664,6 +680,14 @@ def parse_args(argv=None):
         default=0.0,
         help="mask supervision: add this weight x a loss on the CT-ICH hemorrhage masks (lite0 encoder; 0: off)",
     )
+    parser.add_argument(
+        "--window-aug",
+        type=float,
+        default=0.0,
+        help="show this share of the training series (one window per series) as if exported in a narrower display "
+        "window inside the model's (width 40-120 HU, level 25-50), so pictures exported in other brain windows are "
+        "scored alike (0: off)",
+    )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
     parser.add_argument("--limit", type=int, default=None, help="use only N scans per dataset (smoke tests)")
@@ -732,6 +756,7 @@ def main(argv=None) -> int:
         ema=args.ema,
         min_epochs=args.min_epochs,
         seg_weight=args.seg_weight,
+        window_aug=args.window_aug,
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     train_seconds = time.time() - train_start
@@ -817,7 +842,15 @@ def main(argv=None) -> int:
             ),
             "seg_weight": args.seg_weight,  # 0: no mask supervision
             "augmentation": "rotation +-15 deg, zoom 0.9-1.1, horizontal flip, contrast jitter 10 %, drawn once per "
-            + ("training window (every slice of a series alike)" if args.augment == "series" else "slice"),
+            + ("training window (every slice of a series alike)" if args.augment == "series" else "slice")
+            + (
+                f"; {args.window_aug * 100:g} % of the series shown in a random narrower display window (width "
+                f"{WINDOW_WIDTHS[0]:g}-{WINDOW_WIDTHS[1]:g} HU, level {WINDOW_LEVELS[0]:g}-{WINDOW_LEVELS[1]:g}), one "
+                "per series"
+                if args.window_aug > 0
+                else ""
+            ),
+            "window_aug": args.window_aug,  # share of series shown in a random narrower display window; 0: off
             "frozen": f"{'stem batch norm' if args.context else 'stem'} + first {args.freeze_blocks} blocks"
             if args.encoder == "lite0" and not args.no_pretrained and args.freeze_blocks > 0
             else "none (whole encoder trained)",

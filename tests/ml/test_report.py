@@ -38,6 +38,12 @@ def test_shipped_recipe_cv_matches_encoder_freezing_and_stopping(monkeypatch):
     seg_card = {"training": dict(old_card["training"], seg_weight=1.0)}
     assert report.shipped_recipe_cv("ct_ich", seg_card)["_name"] == "cv_a_short_seg"
     assert "mask supervision (weight 1)" in report._recipe(runs[0], "none")
+    # So is a run trained in random narrower display windows.
+    runs.insert(0, _cv("cv_a_short_wa", freeze_blocks=3, patience=4, min_epochs=1, window_aug=0.5))
+    assert report.shipped_recipe_cv("ct_ich", old_card)["_name"] == "cv_a_short"
+    wa_card = {"training": dict(old_card["training"], window_aug=0.5)}
+    assert report.shipped_recipe_cv("ct_ich", wa_card)["_name"] == "cv_a_short_wa"
+    assert "50 % of series in a random narrower window" in report._recipe(runs[0], "none")
     # An ensemble card's CV is the record of its members' averaged scores, and a single model's never is.
     pair = _cv("cv_pair", freeze_blocks=3, patience=4, min_epochs=1, train_seed=[0, 1], ensemble_of=["a", "b"])
     runs.append(pair)
@@ -94,3 +100,27 @@ def test_input_check_section_counts_each_group_and_names_the_pictures_let_throug
     assert "| Pictures that are not CT | 3 | 3 | 1 | 1 | 1 | no_skull 2, colour 1 |" in text
     assert "Pictures only warned about: ramp; passed: coins" in text
     assert _inputcheck_lines(None) == []
+
+
+def test_windows_section_shows_the_shipped_model_and_each_candidate_on_validation():
+    def record(version, split, found, window_aug=0.0):
+        row = {"slice_auc": 0.9, "slice_sensitivity": 0.8, "slice_specificity": 0.7, "patient_auc": 1.0}
+        row |= {"patients_found": found, "patients_positive": 4, "patients_cleared": 6, "patients_negative": 6}
+        return {
+            "version": version,
+            "split": split,
+            "window_aug": window_aug,
+            "patients": 10,
+            "slices": 300,
+            "thresholds": {"slice": 0.2, "series": 0.5},
+            "windows": {"40/120 (the model's)": row, "stroke 40/40": dict(row, patients_found=found - 1)},
+        }
+
+    shipped = record("v-shipped", "test", 4)
+    text = "\n".join(report._windows_lines(shipped, [record("v-shipped", "val", 3), record("v-new", "val", 2, 0.5)]))
+    assert "Training sees only a ±10 % contrast jitter" in text
+    assert "the shipped model, at its own thresholds" in text
+    assert "candidate `v-new`, trained with 50 % of its series in a random narrower window" in text
+    assert text.count("| stroke 40/40 |") == 3
+    assert "| stroke 40/40 | 0.900 | 80.0 % / 70.0 % | 1.000 | 1 of 4 | 6 of 6 |" in text
+    assert report._windows_lines(None, [record("v-new", "val", 2)]) == []

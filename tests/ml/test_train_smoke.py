@@ -295,3 +295,38 @@ def test_mask_loss_is_added_for_slices_with_masks_only():
     assert seg > base and grad is not None and grad.abs().sum() > 0
     alone, grad = loss([(without, 0, 1)], 1.0)
     assert grad is None and alone == pytest.approx(loss([(without, 0, 1)], 0.0)[0])
+
+
+def test_window_augmented_run_shows_series_in_other_windows_and_says_so(synthetic_root, tmp_path):
+    """--window-aug: the training input of a series is re-windowed (all its slices alike), the card records the
+    share, and the checkpoint loads into the Predictor."""
+    import torch
+
+    from ml.model import HemoNet
+
+    rng = np.random.default_rng(0)
+    slices = rng.integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    series = mltrain.Item("ct_ich/1", "ct_ich", 1, slices, np.array([0, 1, 0]), None)
+    model = HemoNet(encoder="small", pretrained=False, embed=16, hidden=8, dropout=0.0)
+    batch = [(series, 0, 3)]
+    plain = mltrain.training_input(model, batch, "cpu", generator=torch.Generator().manual_seed(1))[0]
+    windowed = mltrain.training_input(model, batch, "cpu", generator=torch.Generator().manual_seed(1), window_aug=1.0)[
+        0
+    ]
+    assert not torch.allclose(plain, windowed)
+    # The same rotation/zoom/flip was drawn first; the window only stretches grey levels, keeping their order.
+    a, b = plain.flatten(), windowed.flatten()
+    order = torch.argsort(a)
+    assert bool((b[order][1:] >= b[order][:-1] - 1e-5).all())
+
+    out = tmp_path / "wa"
+    argv = ["--dataset", "both", "--data-dir", str(synthetic_root), "--out", str(out), "--epochs", "1"]
+    argv += ["--no-pretrained", "--size", "48", "--seed", "1", "--no-progress", "--window-aug", "0.5"]
+    assert mltrain.main(argv) == 0
+    card = json.loads((out / "metadata.json").read_text())
+    assert card["training"]["window_aug"] == 0.5 and "narrower display window" in card["training"]["augmentation"]
+    assert "--window-aug 0.5" in card["command"]
+    result = Predictor(out, device="cpu").predict_sources(
+        [synthetic_root / "ct_ich" / "Patients_CT" / "001" / "brain" / f"{s}.jpg" for s in range(1, 4)]
+    )
+    assert len(result.slice_probabilities) == 3
