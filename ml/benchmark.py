@@ -705,8 +705,9 @@ def run_windows(
 
 
 def _inputcheck_exports(hus: list[np.ndarray]) -> dict[str, dict[str, int]]:
-    """Verdicts on real CT slices (in HU) exported other ways than the model's window: other display windows, and the
-    model window picture inverted, turned, cropped tight, resized, JPEG-compressed, noisy or with burnt-in text."""
+    """Verdicts on real CT slices (in HU) exported other ways than the model's window: other display windows, the
+    model window picture inverted, turned, cropped tight, resized, JPEG-compressed, noisy or with burnt-in text, and
+    the HU stored in a 16-bit PNG as `ml.preprocess` reads it."""
     import io
 
     from PIL import Image, ImageDraw
@@ -717,6 +718,11 @@ def _inputcheck_exports(hus: list[np.ndarray]) -> dict[str, dict[str, int]]:
         buffer = io.BytesIO()
         Image.fromarray(u8).save(buffer, format="JPEG", quality=30)
         return np.asarray(Image.open(buffer))
+
+    def stored_16_bit(hu: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(hu + 1024, 0, 65535).astype(np.uint16)).save(buffer, format="PNG")
+        return preprocess.load_slice(buffer)
 
     def text(u8: np.ndarray) -> np.ndarray:
         image = Image.fromarray(u8.copy())
@@ -750,6 +756,7 @@ def _inputcheck_exports(hus: list[np.ndarray]) -> dict[str, dict[str, int]]:
     variants |= {
         name: (lambda hu, f=f: f(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))) for name, f in changes.items()
     }
+    variants["16-bit PNG of HU + 1024, as read"] = stored_16_bit
     out = {}
     for name, make in variants.items():
         checks = [inputcheck.check_slice(make(hu)) for hu in hus]

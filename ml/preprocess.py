@@ -48,10 +48,40 @@ def window_stack(hu: np.ndarray) -> np.ndarray:
     return np.stack([apply_window(hu, *w) for w in (BRAIN_WINDOW, SUBDURAL_WINDOW, BONE_WINDOW)])
 
 
+# How exporters store CT numbers in 16-bit or float pictures: HU itself (signed TIFF, float), HU + 1024 (unsigned
+# 16-bit PNG/TIFF, air at about 0) and HU + 32768.
+CT_NUMBER_OFFSETS = (0, 1024, 32768)
+
+
+def ct_number_offset(values: np.ndarray) -> int | None:
+    """The offset o for which `values - o` reads as a head CT slice in HU, or None when none does (a display picture
+    saved at a high bit depth). In HU: nothing below -3100 (scanners pad outside the field of view with -2000 to
+    -3024), something at 100 or more (skull), air (<= -900) on at least 5 % of the pixels, soft tissue (-100..150) on
+    at least 2 %, and the median of what is not air at most 100 (a head is mostly soft tissue; 4 to 42 HU on the real
+    DICOM slices in the data folder, the skull base -574, against 148 or more for windowed pictures of them stored
+    with 12 bits and read as HU + 1024). Of the offsets that fit, the one with the most soft tissue."""
+    sample = np.asarray(values, dtype=np.float32)[::4, ::4]
+    best, best_tissue = None, 0.02
+    for offset in CT_NUMBER_OFFSETS:
+        hu = sample - offset
+        body = hu[hu > -900]
+        if hu.min() < -3100 or hu.max() < 100 or body.size > 0.95 * hu.size or float(np.median(body)) > 100:
+            continue
+        tissue = float(((hu >= -100) & (hu <= 150)).mean())
+        if tissue >= best_tissue:
+            best, best_tissue = offset, tissue
+    return best
+
+
 def _image_to_grey(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I", "I;16", "I;16B", "F"):
+    if img.mode.startswith(("I", "F")):  # one sample of 16/32 bits, integer or float
         arr = np.asarray(img, dtype=np.float32)
+        offset = ct_number_offset(arr)
+        if offset is not None:  # CT numbers: windowed as DICOM is, so the model sees its training window
+            return apply_window(arr - offset, *MODEL_WINDOW)
         lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0 and hi <= 255:  # an 8-bit picture saved at a higher depth
+            return arr.astype(np.uint8)
         return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     if img.mode in ("RGBA", "LA", "P", "PA"):
         img = img.convert("RGBA")
@@ -71,7 +101,9 @@ def load_slice(source: str | Path | BinaryIO) -> np.ndarray:
     """HxW uint8 greyscale slice in the model window.
 
     PNG/JPG (any mode; RGB/RGBA -> L) are taken as already windowed; DICOM is converted to HU and windowed with
-    MODEL_WINDOW (a brain window matching the training JPGs). Raises ValueError for unreadable input.
+    MODEL_WINDOW (a brain window matching the training JPGs), and so is a 16-bit or float picture that holds CT
+    numbers (`ct_number_offset`: HU, HU + 1024 or HU + 32768); another high-depth picture is stretched from its
+    darkest to its brightest pixel. Raises ValueError for unreadable input.
     """
     return _load(source, colour=False)[0]
 

@@ -71,8 +71,9 @@ class UploadForm(forms.Form):
             f"One PNG or JPEG slice, several DICOM files of one CT series, or a ZIP of a series "
             f"(up to {settings.HEMO_MAX_UPLOAD_MB} MB). Identifying DICOM tags are removed before storage; text "
             "burnt into images cannot be removed, so do not upload images that show names. Prefer DICOM: the "
-            "platform windows it as the model was trained (40/120); a PNG or JPEG exported in a narrower window "
-            "(such as a stroke window 40/40) makes the model miss bleeds."
+            "platform windows it as the model was trained (40/120), and so it does a 16-bit PNG of CT numbers (HU, "
+            "HU + 1024 or HU + 32768); a PNG or JPEG exported in a narrower window (such as a stroke window 40/40) "
+            "makes the model miss bleeds."
         )
 
 

@@ -317,3 +317,24 @@ def test_loose_non_image_files_are_still_refused(case, clinician, ge_series_path
         scan_ingest(case=case, user=clinician, files=files)
     assert error.value.code == "unsupported_type" and "LICENSE is not a supported file" in error.value.message
     _assert_nothing_stored(before, private_files)
+
+
+def test_16_bit_png_of_ct_numbers_is_read_as_hu(case, clinician, upload, tmp_path):
+    """A 16-bit PNG holding HU + 1024 (a common export of CT numbers) is windowed as DICOM is: its preview is the
+    8-bit brain-window picture of the same slice, and the input check finds head CT (stretched from its darkest to
+    its brightest pixel it would show no skull rim and a flat grey brain)."""
+    import numpy as np
+
+    from ml import preprocess
+    from tests.phantoms import head_phantom_hu
+
+    hu = np.rint(head_phantom_hu(128, bleed=True))
+    buffer = io.BytesIO()
+    Image.fromarray((hu + 1024).astype(np.uint16)).save(buffer, format="PNG")
+    scan = scan_ingest(case=case, user=clinician, files=[upload(buffer.getvalue(), name="slice16.png")])
+    assert scan.kind == ScanKind.IMAGE and scan.details["input_check"]["verdict"] == "ok"
+    slice_ = scan.slices.get()
+    assert slice_.file.read() == buffer.getvalue()  # stored as uploaded
+    with Image.open(slice_.preview) as preview:
+        shown = np.asarray(preview.convert("L"))
+    np.testing.assert_array_equal(shown, preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))

@@ -82,3 +82,55 @@ def test_grey_background_is_not_taken_for_the_head():
 def test_prepare_normalises_with_encoder_statistics():
     x = preprocess.prepare(np.full((50, 50), 255, np.uint8), size=32)
     np.testing.assert_allclose(x, (1 - preprocess.NORM_MEAN) / preprocess.NORM_STD, rtol=1e-5)
+
+
+def _stored(arr: np.ndarray, fmt: str) -> io.BytesIO:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    buf.seek(0)
+    return buf
+
+
+def ct_number_pictures(hu: np.ndarray) -> dict[str, io.BytesIO]:
+    """One CT slice in HU stored as exporters store CT numbers in 16-bit and float pictures."""
+    return {
+        "16-bit PNG, HU + 1024": _stored(np.clip(hu + 1024, 0, 65535).astype(np.uint16), "PNG"),
+        "16-bit PNG, HU + 32768": _stored((hu + 32768).astype(np.uint16), "PNG"),
+        "signed TIFF, HU": _stored(hu.astype(np.int32), "TIFF"),
+        "float TIFF, HU": _stored(hu.astype(np.float32), "TIFF"),
+    }
+
+
+def test_pictures_of_ct_numbers_are_windowed_like_dicom():
+    """A 16-bit or float picture holding HU (as is, + 1024 or + 32768) becomes the slice DICOM of the same HU gives;
+    stretched from its darkest to its brightest pixel instead, the brain would be a few grey levels."""
+    hu = np.rint(head_phantom_hu(160, bleed=True))
+    hu[:, :6] = -2000  # padding outside the field of view, as scanners write it
+    expected = preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)
+    for name, picture in ct_number_pictures(hu).items():
+        np.testing.assert_array_equal(preprocess.load_slice(picture), expected, err_msg=name)
+
+
+def test_high_depth_display_pictures_are_not_taken_for_ct_numbers():
+    """A windowed picture saved with 16 or 12 bits, or 8-bit values in a 16-bit file, is a display picture: it is not
+    read as HU, and keeps its look."""
+    hu = np.rint(head_phantom_hu(160, bleed=True))
+    for window in (preprocess.BRAIN_WINDOW, preprocess.MODEL_WINDOW, preprocess.SUBDURAL_WINDOW, (40, 40)):
+        u8 = preprocess.apply_window(hu, *window)
+        for scale in (257, 4095 / 255, 1):
+            stored = np.rint(u8.astype(np.float64) * scale).astype(np.uint16)
+            assert preprocess.ct_number_offset(stored) is None, (window, scale)
+            assert np.abs(preprocess.load_slice(_stored(stored, "PNG")).astype(int) - u8).max() <= 1, (window, scale)
+
+
+def test_real_dicom_slices_stored_as_ct_number_pictures_give_the_dicom_slice(data_root):
+    from ml import dicom
+
+    paths = [p for p in sorted((data_root / "dicom").rglob("*.dcm")) if "masks" not in p.parts]
+    assert len(paths) >= 50
+    for path in paths:
+        hu = dicom.to_hu(dicom.read_dataset(path))
+        expected = preprocess.load_slice(path)
+        for name, picture in ct_number_pictures(hu).items():
+            got = preprocess.load_slice(picture).astype(int)
+            assert np.abs(got - expected).max() <= 1, (path.name, name)
