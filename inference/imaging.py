@@ -62,6 +62,17 @@ def modality(ds: Dataset) -> str:
     return str(ds.get("Modality", "") or "").upper()
 
 
+def frame_count(ds: Dataset) -> int:
+    """NumberOfFrames of a DICOM dataset (1 when absent)."""
+    return ml_dicom.frame_count(ds)
+
+
+def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int | None = None) -> list[Dataset]:
+    """A multi-frame CT (Enhanced CT: one file for a whole series) as single-frame CT datasets
+    (``ml.dicom.split_frames``): each frame with its own geometry, rescale and UID, decoded one at a time."""
+    return ml_dicom.split_frames(ds, max_pixels=max_pixels, max_frames=max_frames)
+
+
 def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
     """Hounsfield units (float32, 2-D); raises DicomError when pixels cannot be decoded. Before decoding, a header
     declaring more than ``max_pixels`` samples raises DicomTooLarge and several frames DicomUnsupported."""

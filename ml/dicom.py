@@ -1,11 +1,13 @@
 """DICOM reading with pydicom + numpy: HU conversion and slice ordering.
 
 Handles the cases found in real head CT: gantry tilt (ordering along the slice normal, not z), uneven spacing,
-missing geometry (fall back to InstanceNumber), signed pixels and multi-valued window tags.
+missing geometry (fall back to InstanceNumber), signed pixels and multi-valued window tags; a multi-frame CT (Enhanced
+CT, one file for the whole series) is split into single-frame slices (`split_frames`).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +15,9 @@ from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 
 class DicomError(ValueError):
@@ -114,7 +116,10 @@ def check_pixel_count(ds: Dataset, *, max_pixels: int | None = None) -> None:
             f"of {max_pixels:,}"
         )
     if frames > 1:
-        raise DicomUnsupported(f"multi-frame DICOM ({frames} frames) is not supported; send one file per slice")
+        raise DicomUnsupported(
+            f"multi-frame DICOM ({frames} frames) is a series, not one slice: split it into its frames first "
+            "(split_frames)"
+        )
 
 
 def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
@@ -189,9 +194,111 @@ def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
 
 
 def read_series(paths: Sequence[str | Path]) -> list[Dataset]:
-    """Read and order the files of one series."""
-    datasets = [read_dataset(p) for p in paths]
+    """Read and order the files of one series (a multi-frame file gives each of its frames)."""
+    datasets = expand_frames([read_dataset(p) for p in paths])
     return [datasets[i] for i in sort_datasets(datasets)]
+
+
+# Enhanced CT Image Storage and Legacy Converted Enhanced CT Image Storage: their frames become classic CT slices.
+ENHANCED_CT_CLASSES = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+# What a single frame no longer has: the frames themselves and the multi-frame description of them.
+_MULTI_FRAME_KEYWORDS = (
+    "PixelData", "NumberOfFrames", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+    "FrameIncrementPointer", "DimensionIndexSequence", "DimensionOrganizationSequence",
+)  # fmt: skip
+# Functional group -> (attribute in it, classic attribute of a single-frame CT).
+_FRAME_ATTRIBUTES = {
+    "PlanePositionSequence": (("ImagePositionPatient", "ImagePositionPatient"),),
+    "PlaneOrientationSequence": (("ImageOrientationPatient", "ImageOrientationPatient"),),
+    "PixelMeasuresSequence": (("PixelSpacing", "PixelSpacing"), ("SliceThickness", "SliceThickness")),
+    "PixelValueTransformationSequence": (
+        ("RescaleIntercept", "RescaleIntercept"),
+        ("RescaleSlope", "RescaleSlope"),
+        ("RescaleType", "RescaleType"),
+    ),
+    "FrameVOILUTSequence": (("WindowCenter", "WindowCenter"), ("WindowWidth", "WindowWidth")),
+}
+
+
+def frame_count(ds: Dataset) -> int:
+    """NumberOfFrames (1 when absent)."""
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise DicomError("NumberOfFrames must be one number") from exc
+
+
+def _frame_group(ds: Dataset, index: int, name: str) -> Dataset | None:
+    """Functional group `name` of frame `index`: its own (per-frame) item, else the shared one, else None."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    for item in ([per_frame[index]] if index < len(per_frame) else []) + list(shared[:1]):
+        inner = item.get(name)
+        if inner:
+            return inner[0]
+    return None
+
+
+def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int | None = None) -> list[Dataset]:
+    """A multi-frame CT as single-frame CT datasets, one per frame, in frame order (order them with
+    `sort_datasets`). Each keeps the file's attributes, takes its frame's position, orientation, spacing, rescale and
+    window from the functional groups (Enhanced CT) into the classic attributes, gets its own SOPInstanceUID (derived
+    from the file's and the frame number) and InstanceNumber (the frame number), and holds its frame's pixels
+    uncompressed (Explicit VR Little Endian). Enhanced CT becomes CT Image Storage. A single-frame dataset comes back
+    as is. Frames are decoded one at a time; more than `max_frames` frames, or more than `max_pixels` samples in one
+    frame, is refused from the header (DicomTooLarge)."""
+    frames = frame_count(ds)
+    if frames <= 1:
+        return [ds]
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    except (TypeError, ValueError) as exc:
+        raise DicomError("Rows, Columns, SamplesPerPixel and BitsAllocated must be one number each") from exc
+    if max_frames is not None and frames > max_frames:
+        raise DicomTooLarge(f"it holds {frames} frames, more than the limit of {max_frames} slices")
+    if max_pixels is not None and rows * columns * samples > max_pixels:
+        raise DicomTooLarge(f"its frames are {rows}x{columns} pixels, more than the limit of {max_pixels:,}")
+    if samples != 1 or bits != 16:
+        raise DicomUnsupported(f"a multi-frame image of {samples} sample(s) of {bits} bits is not CT")
+    if "PixelData" not in ds:
+        raise DicomError("the multi-frame file holds no pixel data")
+    from pydicom.pixels import pixel_array
+
+    base = Dataset()
+    for element in ds:
+        if element.keyword not in _MULTI_FRAME_KEYWORDS:
+            base.add(copy.deepcopy(element))
+    sop_class = CTImageStorage if str(ds.get("SOPClassUID", "")) in ENHANCED_CT_CLASSES else ds.get("SOPClassUID")
+    source_uid = str(ds.get("SOPInstanceUID", "")) or generate_uid()
+    out = []
+    for index in range(frames):
+        try:
+            pixels = pixel_array(ds, index=index)
+        except Exception as exc:
+            raise DicomError(f"cannot decode frame {index + 1} ({exc.__class__.__name__}: {exc})") from exc
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        frame = FileDataset("", copy.deepcopy(base), file_meta=meta, preamble=b"\0" * 128)
+        for group, pairs in _FRAME_ATTRIBUTES.items():
+            item = _frame_group(ds, index, group)
+            for inner, classic in pairs:
+                if item is not None and inner in item:
+                    setattr(frame, classic, copy.deepcopy(item[inner].value))
+        uid = generate_uid(entropy_srcs=[source_uid, str(index)])
+        if sop_class:
+            frame.SOPClassUID = meta.MediaStorageSOPClassUID = sop_class
+        frame.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = uid
+        frame.InstanceNumber = index + 1
+        frame.PixelData = np.ascontiguousarray(pixels, dtype="<i2" if signed else "<u2").tobytes()
+        out.append(frame)
+    return out
+
+
+def expand_frames(datasets: Sequence[Dataset], **limits) -> list[Dataset]:
+    """Every multi-frame dataset replaced by its frames (`split_frames`), the others kept."""
+    return [frame for ds in datasets for frame in split_frames(ds, **limits)]
 
 
 def bytes_source(data: bytes) -> BinaryIO:

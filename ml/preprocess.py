@@ -215,8 +215,8 @@ def _natural_key(path: Path) -> tuple:
 
 
 def load_scan(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
-    """One scan from a path: an image, a DICOM file, or a folder with one series (DICOM ordered by geometry,
-    images by natural file-name order). Returns (slices, names in order)."""
+    """One scan from a path: an image, a DICOM file (a multi-frame one gives its frames), or a folder with one series
+    (DICOM ordered by geometry, images by natural file-name order). Returns (slices, names in order)."""
     slices, names, _ = read_scan(path, colour=False)
     return slices, names
 
@@ -225,6 +225,11 @@ def read_scan(path: str | Path, *, colour: bool = True) -> tuple[list[np.ndarray
     """`load_scan`, and each slice's colour fraction (`read_slice`; 0 for DICOM and when ``colour`` is False)."""
     path = Path(path)
     if path.is_file():
+        frames = _multi_frame(path)
+        if frames:
+            order = dcm.sort_datasets(frames)
+            names = [f"{path.name} frame {i + 1}" for i in order]
+            return [dicom_to_slice(frames[i]) for i in order], names, [0.0] * len(order)
         u8, fraction = _load(path, colour=colour)
         return [u8], [path.name], [fraction]
     if not path.is_dir():
@@ -235,10 +240,11 @@ def read_scan(path: str | Path, *, colour: bool = True) -> tuple[list[np.ndarray
     datasets, names = [], []
     for p in others:
         try:
-            datasets.append(dcm.read_dataset(p))
-            names.append(p.name)
+            frames = dcm.split_frames(dcm.read_dataset(p))
         except dcm.DicomError:
             continue
+        datasets += frames
+        names += [p.name] if len(frames) == 1 else [f"{p.name} frame {i + 1}" for i in range(len(frames))]
     if datasets:
         order = dcm.sort_datasets(datasets)
         return [dicom_to_slice(datasets[i]) for i in order], [names[i] for i in order], [0.0] * len(order)
@@ -246,6 +252,19 @@ def read_scan(path: str | Path, *, colour: bool = True) -> tuple[list[np.ndarray
         loaded = [_load(p, colour=colour) for p in images]
         return [u8 for u8, _ in loaded], [p.name for p in images], [fraction for _, fraction in loaded]
     raise ValueError(f"{path}: no images or DICOM files found")
+
+
+def _multi_frame(path: Path) -> list | None:
+    """The frames of a multi-frame DICOM file as single-frame datasets (`ml.dicom.split_frames`), else None."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    try:
+        header = dcm.read_dataset(path, stop_before_pixels=True)
+    except dcm.DicomError:
+        return None
+    if dcm.frame_count(header) <= 1:
+        return None
+    return dcm.split_frames(dcm.read_dataset(path))
 
 
 def load_many(sources: Sequence[str | Path | BinaryIO]) -> list[np.ndarray]:

@@ -68,7 +68,8 @@ class UploadForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["files"].help_text = (
-            f"One PNG or JPEG slice, several DICOM files of one CT series, or a ZIP of a series "
+            f"One PNG or JPEG slice, the DICOM files of one CT series (or one multi-frame Enhanced CT file), or a "
+            f"ZIP of a series "
             f"(up to {settings.HEMO_MAX_UPLOAD_MB} MB). Identifying DICOM tags are removed before storage; text "
             "burnt into images cannot be removed, so do not upload images that show names. Prefer DICOM: the "
             "platform windows it as the model was trained (40/120), and so it does a 16-bit PNG of CT numbers (HU, "

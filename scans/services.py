@@ -435,6 +435,56 @@ def _detect(upload: _Upload) -> bool:
     return True
 
 
+def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
+    """A multi-frame CT (Enhanced CT: one file holding a whole series) becomes one DICOM upload per frame, named
+    "<file> frame <n>", so it is checked, ordered, de-identified and stored as a series of single-frame slices. The
+    limits are checked from the header before any frame is decoded: frames count as slices (HEMO_MAX_SLICES), each
+    frame as an image (HEMO_MAX_IMAGE_PIXELS)."""
+    out: list[_Upload] = []
+    for upload in uploads:
+        if upload.kind != "dicom":
+            out.append(upload)
+            continue
+        with _malformed_dicom_refused(upload.name):
+            frames = imaging.frame_count(upload.dataset)
+        if frames <= 1:
+            out.append(upload)
+            continue
+        if len(out) + frames > settings.HEMO_MAX_SLICES:
+            raise IngestError(
+                f"{upload.name} holds {frames} frames: with the rest of the upload that is more than the "
+                f"{settings.HEMO_MAX_SLICES} slices accepted in a series.",
+                code="too_many_slices",
+            )
+        compression = imaging.undecodable_compression(upload.dataset)
+        if compression:
+            raise IngestError(
+                f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
+                "Export the series uncompressed and upload it again.",
+                code="unsupported_compression",
+            )
+        # Errors the split names get their own message; any other is a malformed file (never a 500).
+        with _malformed_dicom_refused(upload.name):
+            try:
+                datasets = imaging.split_frames(
+                    upload.dataset, max_pixels=settings.HEMO_MAX_IMAGE_PIXELS, max_frames=settings.HEMO_MAX_SLICES
+                )
+            except imaging.DicomTooLarge as exc:
+                raise IngestError(f"{upload.name} is too large: {exc}.", code="too_large") from exc
+            except imaging.DicomUnsupported as exc:
+                raise IngestError(f"{upload.name}: {exc}.", code="unsupported_dicom") from exc
+            except imaging.DicomError as exc:
+                raise IngestError(
+                    f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom"
+                ) from exc
+        for number, ds in enumerate(datasets, 1):
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            name = f"{upload.name} frame {number}"
+            out.append(_Upload(name=name, data=buffer.getvalue(), kind="dicom", dataset=ds, archive=upload.archive))
+    return out
+
+
 def _is_dicomdir(ds: Any) -> bool:
     meta = getattr(ds, "file_meta", None)
     sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
@@ -458,7 +508,7 @@ def _prepare(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, di
                 code="no_images",
             )
         raise IngestError("The upload contains no image.", code="empty")
-    prepared, kind, modality, details = _prepare_slices(uploads)
+    prepared, kind, modality, details = _prepare_slices(_split_multi_frame(uploads))
     check = details.get("input_check")
     if check and check["verdict"] == "refuse":
         raise IngestError(

@@ -243,10 +243,17 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
         "more than the limit of 1,000",
         {"HEMO_MAX_IMAGE_PIXELS": 1000},
     ),
-    "dicom-declares-many-frames": (
+    # A multi-frame CT is split into its frames (Enhanced CT: a series in one file); its header is checked first.
+    "dicom-declares-more-frames-than-slices": (
+        lambda: [("ct.dcm", ct_dicom(NumberOfFrames=5000))],
+        "too_many_slices",
+        "ct.dcm holds 5000 frames",
+        {},
+    ),
+    "dicom-declares-frames-it-lacks": (
         lambda: [("ct.dcm", ct_dicom(NumberOfFrames=1000))],
-        "unsupported_dicom",
-        "multi-frame DICOM (1000 frames) is not supported",
+        "corrupt_dicom",
+        "ct.dcm: the DICOM image cannot be decoded (cannot decode frame",
         {},
     ),
     "dicom-deflated": (lambda: [("ct.dcm", deflated_dicom())], "unsupported_dicom", "Deflated Explicit VR", {}),

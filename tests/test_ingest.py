@@ -338,3 +338,44 @@ def test_16_bit_png_of_ct_numbers_is_read_as_hu(case, clinician, upload, tmp_pat
     with Image.open(slice_.preview) as preview:
         shown = np.asarray(preview.convert("L"))
     np.testing.assert_array_equal(shown, preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
+
+
+def _enhanced_series(count: int = 4):
+    import numpy as np
+
+    from tests.phantoms import head_phantom_hu
+
+    return [np.rint(head_phantom_hu(64, bleed=i % 2 == 1, seed=i)) for i in range(count)]
+
+
+def test_enhanced_ct_multi_frame_file_becomes_an_ordered_deidentified_series(case, clinician, upload):
+    """One Enhanced CT file holding a whole series (frames stored out of order, per-frame rescale) is ingested as
+    that series: one single-frame slice per frame, in anatomical order, de-identified, each decoding to its HU."""
+    from ml import dicom as ml_dicom
+    from tests.phantoms import dicom_bytes, enhanced_ct
+
+    hus = _enhanced_series()
+    data = dicom_bytes(enhanced_ct(hus, frame_order=[2, 0, 3, 1], intercepts=[-1024.0, -1000.0, -1024.0, -2000.0]))
+    scan = scan_ingest(case=case, user=clinician, files=[upload(data, name="enhanced.dcm")])
+    assert scan.kind == ScanKind.DICOM_SERIES and scan.modality == "CT" and scan.slice_count == 4
+    assert scan.details["input_check"]["verdict"] == "ok"
+    slices = list(scan.slices.order_by("index"))
+    assert [s.slice_position for s in slices] == [0.0, 5.0, 10.0, 15.0]
+    assert [s.original_filename for s in slices] == [f"enhanced.dcm frame {n}" for n in (2, 4, 1, 3)]
+    for slice_, hu in zip(slices, hus, strict=True):
+        with slice_.file.open("rb") as handle:
+            stored = pydicom.dcmread(handle)
+        assert "PatientName" not in stored and "PatientID" not in stored and stored.PatientIdentityRemoved == "YES"
+        assert "NumberOfFrames" not in stored and stored.pixel_array.shape == (64, 64)
+        assert (ml_dicom.to_hu(stored) == hu).all()
+
+
+def test_enhanced_ct_with_more_frames_than_slices_allowed_is_refused(case, clinician, upload, private_files, settings):
+    from tests.phantoms import dicom_bytes, enhanced_ct
+
+    settings.HEMO_MAX_SLICES = 3
+    before = private_files()
+    with pytest.raises(IngestError) as refused:
+        scan_ingest(case=case, user=clinician, files=[upload(dicom_bytes(enhanced_ct(_enhanced_series())))])
+    assert refused.value.code == "too_many_slices" and "4 frames" in str(refused.value)
+    _assert_nothing_stored(before, private_files)

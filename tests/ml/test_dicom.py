@@ -212,3 +212,64 @@ def test_ct_ich_hu_slices_load(dicom_root):
         assert s.shape == (512, 512) and s.dtype == np.uint8
         x = preprocess.prepare(s, size=96)
         assert x.shape == (1, 96, 96) and x.dtype == np.float32
+
+
+def _phantom_series(n: int = 5) -> list[np.ndarray]:
+    # Each slice its own: a bleed of growing size, so a frame put in the wrong place shows.
+    return [np.rint(head_phantom_hu(48, bleed=i > 0, seed=i)) + i for i in range(n)]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["uncompressed", "RLE"])
+def test_enhanced_ct_is_split_into_ordered_ct_slices(tmp_path, compress):
+    """A multi-frame Enhanced CT, its frames stored out of order with per-frame rescale, gives the same ordered HU
+    slices as the series it holds; each frame is a plain single-frame CT with its own geometry and UID."""
+    from tests.phantoms import dicom_bytes, enhanced_ct
+
+    hus = _phantom_series()
+    intercepts = [-1024.0, -1000.0, -1024.0, -2048.0, -1024.0]
+    ds = enhanced_ct(hus, frame_order=[3, 0, 4, 1, 2], intercepts=intercepts, compress=compress)
+    path = tmp_path / "enhanced.dcm"
+    path.write_bytes(dicom_bytes(ds))
+    frames = dicom.split_frames(dicom.read_dataset(path))
+    assert len(frames) == 5
+    assert len({str(f.SOPInstanceUID) for f in frames}) == 5 and [f.InstanceNumber for f in frames] == [1, 2, 3, 4, 5]
+    for frame in frames:
+        assert str(frame.SOPClassUID) == str(CTImageStorage) and "NumberOfFrames" not in frame
+        assert "PerFrameFunctionalGroupsSequence" not in frame and list(frame.ImageOrientationPatient) == [
+            1,
+            0,
+            0,
+            0,
+            1,
+            0,
+        ]
+        again = pydicom.dcmread(io.BytesIO(to_bytes(frame)))  # writes and reads back as a classic CT file
+        assert str(again.file_meta.TransferSyntaxUID) == str(ExplicitVRLittleEndian)
+    ordered = [frames[i] for i in dicom.sort_datasets(frames)]
+    assert [float(f.ImagePositionPatient[2]) for f in ordered] == [0.0, 5.0, 10.0, 15.0, 20.0]
+    for frame, hu in zip(ordered, hus, strict=True):
+        np.testing.assert_array_equal(dicom.to_hu(frame), hu)
+    # ml.preprocess reads the file as its series, in order, as it would the five slices as files.
+    slices, names = preprocess.load_scan(path)
+    assert [n.split()[-1] for n in names] == ["2", "4", "5", "1", "3"]  # frame numbers in anatomical order
+    for got, hu in zip(slices, hus, strict=True):
+        np.testing.assert_array_equal(got, preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "enhanced.dcm").write_bytes(path.read_bytes())
+    assert all(np.array_equal(a, b) for a, b in zip(preprocess.load_scan(folder)[0], slices, strict=True))
+
+
+def test_multi_frame_limits_are_checked_before_decoding():
+    from tests.phantoms import enhanced_ct
+
+    ds = enhanced_ct(_phantom_series(3))
+    with pytest.raises(dicom.DicomTooLarge, match="3 frames"):
+        dicom.split_frames(ds, max_frames=2)
+    with pytest.raises(dicom.DicomTooLarge, match="48x48"):
+        dicom.split_frames(ds, max_pixels=1000)
+    del ds.PixelData
+    with pytest.raises(dicom.DicomError, match="no pixel data"):
+        dicom.split_frames(ds)
+    single = make_ct(_phantom_series(1)[0])
+    assert dicom.split_frames(single) == [single]
