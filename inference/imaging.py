@@ -67,10 +67,10 @@ def frame_count(ds: Dataset) -> int:
     return ml_dicom.frame_count(ds)
 
 
-def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int | None = None) -> list[Dataset]:
+def split_frames(ds: Dataset, **limits: int | None) -> list[Dataset]:
     """A multi-frame CT (Enhanced CT: one file for a whole series) as single-frame CT datasets
-    (``ml.dicom.split_frames``): each frame with its own geometry, rescale and UID, decoded one at a time."""
-    return ml_dicom.split_frames(ds, max_pixels=max_pixels, max_frames=max_frames)
+    (``ml.dicom.split_frames``, whose limits these are): each frame with its own geometry, rescale and UID."""
+    return ml_dicom.split_frames(ds, **limits)
 
 
 def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:

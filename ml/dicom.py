@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
@@ -239,14 +239,22 @@ def _frame_group(ds: Dataset, index: int, name: str) -> Dataset | None:
     return None
 
 
-def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int | None = None) -> list[Dataset]:
+def split_frames(
+    ds: Dataset,
+    *,
+    max_pixels: int | None = None,
+    max_frames: int | None = None,
+    max_total_pixels: int | None = None,
+) -> list[Dataset]:
     """A multi-frame CT as single-frame CT datasets, one per frame, in frame order (order them with
     `sort_datasets`). Each keeps the file's attributes, takes its frame's position, orientation, spacing, rescale and
     window from the functional groups (Enhanced CT) into the classic attributes, gets its own SOPInstanceUID (derived
     from the file's and the frame number) and InstanceNumber (the frame number), and holds its frame's pixels
     uncompressed (Explicit VR Little Endian). Enhanced CT becomes CT Image Storage. A single-frame dataset comes back
-    as is. Frames are decoded one at a time; more than `max_frames` frames, or more than `max_pixels` samples in one
-    frame, is refused from the header (DicomTooLarge)."""
+    as is. Frames are decoded one at a time; more than `max_frames` frames, more than `max_pixels` samples in one
+    frame or more than `max_total_pixels` in all is refused from the header (DicomTooLarge), and so is a per-frame
+    functional group sequence whose length is not the number of frames (DicomError: frames would lose their position
+    or rescale)."""
     frames = frame_count(ds)
     if frames <= 1:
         return [ds]
@@ -260,6 +268,14 @@ def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int 
         raise DicomTooLarge(f"it holds {frames} frames, more than the limit of {max_frames} slices")
     if max_pixels is not None and rows * columns * samples > max_pixels:
         raise DicomTooLarge(f"its frames are {rows}x{columns} pixels, more than the limit of {max_pixels:,}")
+    if max_total_pixels is not None and frames * rows * columns * samples > max_total_pixels:
+        raise DicomTooLarge(
+            f"its {frames} frames of {rows}x{columns} pixels are more than the limit of {max_total_pixels:,} pixels "
+            "in all"
+        )
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != frames:
+        raise DicomError(f"it describes {len(per_frame)} frames in its per-frame functional groups but holds {frames}")
     if samples != 1 or bits != 16:
         raise DicomUnsupported(f"a multi-frame image of {samples} sample(s) of {bits} bits is not CT")
     if "PixelData" not in ds:
@@ -270,7 +286,9 @@ def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int 
     for element in ds:
         if element.keyword not in _MULTI_FRAME_KEYWORDS:
             base.add(copy.deepcopy(element))
-    sop_class = CTImageStorage if str(ds.get("SOPClassUID", "")) in ENHANCED_CT_CLASSES else ds.get("SOPClassUID")
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if not sop_class or sop_class in ENHANCED_CT_CLASSES:
+        sop_class = CTImageStorage
     source_uid = str(ds.get("SOPInstanceUID", "")) or generate_uid()
     out = []
     for index in range(frames):
@@ -286,10 +304,11 @@ def split_frames(ds: Dataset, *, max_pixels: int | None = None, max_frames: int 
             for inner, classic in pairs:
                 if item is not None and inner in item:
                     setattr(frame, classic, copy.deepcopy(item[inner].value))
-        uid = generate_uid(entropy_srcs=[source_uid, str(index)])
-        if sop_class:
-            frame.SOPClassUID = meta.MediaStorageSOPClassUID = sop_class
+        # "/" never occurs in a UID, so no other file's frame derives the same one ("1.2.3" frame 11, "1.2.31" frame 1).
+        uid = generate_uid(entropy_srcs=[f"{source_uid}/frame/{index}"])
+        frame.SOPClassUID = meta.MediaStorageSOPClassUID = sop_class
         frame.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = uid
+        validate_file_meta(meta, enforce_standard=True)
         frame.InstanceNumber = index + 1
         frame.PixelData = np.ascontiguousarray(pixels, dtype="<i2" if signed else "<u2").tobytes()
         out.append(frame)

@@ -160,6 +160,8 @@ class _Upload:
     # Set for members of a ZIP archive: the archive's name. Archives of a series folder often carry a LICENSE, a
     # README or JSON sidecars; such members are skipped (and reported) instead of refusing the whole upload.
     archive: str = ""
+    # A frame of a multi-frame file keeps no bytes of its own (data is empty): the checksum of the frame as a file.
+    sha256: str = ""
 
 
 @dataclass
@@ -438,24 +440,24 @@ def _detect(upload: _Upload) -> bool:
 def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
     """A multi-frame CT (Enhanced CT: one file holding a whole series) becomes one DICOM upload per frame, named
     "<file> frame <n>", so it is checked, ordered, de-identified and stored as a series of single-frame slices. The
-    limits are checked from the header before any frame is decoded: frames count as slices (HEMO_MAX_SLICES), each
-    frame as an image (HEMO_MAX_IMAGE_PIXELS)."""
-    out: list[_Upload] = []
+    limits are checked from the headers before any frame is decoded: all frames and slices of the upload count
+    against HEMO_MAX_SLICES, each frame against HEMO_MAX_IMAGE_PIXELS, each file against HEMO_MAX_SERIES_PIXELS.
+    A frame keeps only its dataset (no copy of its bytes; `sha256` is its checksum as a file)."""
+    counts = []
     for upload in uploads:
-        if upload.kind != "dicom":
-            out.append(upload)
-            continue
         with _malformed_dicom_refused(upload.name):
-            frames = imaging.frame_count(upload.dataset)
-        if frames <= 1:
+            counts.append(imaging.frame_count(upload.dataset) if upload.kind == "dicom" else 1)
+    if sum(counts) > settings.HEMO_MAX_SLICES and any(count > 1 for count in counts):
+        raise IngestError(
+            f"The upload holds {sum(counts)} slices counting the frames of its multi-frame files; at most "
+            f"{settings.HEMO_MAX_SLICES} are accepted.",
+            code="too_many_slices",
+        )
+    out: list[_Upload] = []
+    for upload, count in zip(uploads, counts, strict=True):
+        if count <= 1:
             out.append(upload)
             continue
-        if len(out) + frames > settings.HEMO_MAX_SLICES:
-            raise IngestError(
-                f"{upload.name} holds {frames} frames: with the rest of the upload that is more than the "
-                f"{settings.HEMO_MAX_SLICES} slices accepted in a series.",
-                code="too_many_slices",
-            )
         compression = imaging.undecodable_compression(upload.dataset)
         if compression:
             raise IngestError(
@@ -467,7 +469,10 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
         with _malformed_dicom_refused(upload.name):
             try:
                 datasets = imaging.split_frames(
-                    upload.dataset, max_pixels=settings.HEMO_MAX_IMAGE_PIXELS, max_frames=settings.HEMO_MAX_SLICES
+                    upload.dataset,
+                    max_pixels=settings.HEMO_MAX_IMAGE_PIXELS,
+                    max_frames=settings.HEMO_MAX_SLICES,
+                    max_total_pixels=settings.HEMO_MAX_SERIES_PIXELS,
                 )
             except imaging.DicomTooLarge as exc:
                 raise IngestError(f"{upload.name} is too large: {exc}.", code="too_large") from exc
@@ -477,11 +482,13 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
                 raise IngestError(
                     f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom"
                 ) from exc
-        for number, ds in enumerate(datasets, 1):
-            buffer = io.BytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
-            name = f"{upload.name} frame {number}"
-            out.append(_Upload(name=name, data=buffer.getvalue(), kind="dicom", dataset=ds, archive=upload.archive))
+            upload.dataset = None  # the encoded frames are no longer needed
+            for number, ds in enumerate(datasets, 1):
+                buffer = io.BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                frame = _Upload(name=f"{upload.name} frame {number}", data=b"", kind="dicom", dataset=ds)
+                frame.archive, frame.sha256 = upload.archive, hashlib.sha256(buffer.getbuffer()).hexdigest()
+                out.append(frame)
     return out
 
 
@@ -741,7 +748,7 @@ def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:
         "instance_number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None,
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
     }
-    sha = hashlib.sha256(upload.data).hexdigest()
+    sha = upload.sha256 or hashlib.sha256(upload.data).hexdigest()
     _deidentify(ds)
     buffer = io.BytesIO()
     ds.save_as(buffer)

@@ -247,8 +247,20 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
     "dicom-declares-more-frames-than-slices": (
         lambda: [("ct.dcm", ct_dicom(NumberOfFrames=5000))],
         "too_many_slices",
-        "ct.dcm holds 5000 frames",
+        "The upload holds 5000 slices counting the frames",
         {},
+    ),
+    "dicom-frames-and-slices-over-the-limit": (
+        lambda: [("ct.dcm", ct_dicom(NumberOfFrames=900)), *series(200).items()],
+        "too_many_slices",
+        "The upload holds 1100 slices counting the frames of its multi-frame files",
+        {},
+    ),
+    "dicom-multi-frame-over-series-pixels": (
+        lambda: [("ct.dcm", ct_dicom(NumberOfFrames=40))],
+        "too_large",
+        "ct.dcm is too large: its 40 frames of 16x16 pixels are more than the limit of 10,000 pixels in all",
+        {"HEMO_MAX_SERIES_PIXELS": 10_000},
     ),
     "dicom-declares-frames-it-lacks": (
         lambda: [("ct.dcm", ct_dicom(NumberOfFrames=1000))],

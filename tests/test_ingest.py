@@ -348,14 +348,16 @@ def _enhanced_series(count: int = 4):
     return [np.rint(head_phantom_hu(64, bleed=i % 2 == 1, seed=i)) for i in range(count)]
 
 
-def test_enhanced_ct_multi_frame_file_becomes_an_ordered_deidentified_series(case, clinician, upload):
+@pytest.mark.parametrize("compress", [False, True], ids=["uncompressed", "RLE"])
+def test_enhanced_ct_multi_frame_file_becomes_an_ordered_deidentified_series(case, clinician, upload, compress):
     """One Enhanced CT file holding a whole series (frames stored out of order, per-frame rescale) is ingested as
     that series: one single-frame slice per frame, in anatomical order, de-identified, each decoding to its HU."""
     from ml import dicom as ml_dicom
     from tests.phantoms import dicom_bytes, enhanced_ct
 
     hus = _enhanced_series()
-    data = dicom_bytes(enhanced_ct(hus, frame_order=[2, 0, 3, 1], intercepts=[-1024.0, -1000.0, -1024.0, -2000.0]))
+    intercepts = [-1024.0, -1000.0, -1024.0, -2000.0]
+    data = dicom_bytes(enhanced_ct(hus, frame_order=[2, 0, 3, 1], intercepts=intercepts, compress=compress))
     scan = scan_ingest(case=case, user=clinician, files=[upload(data, name="enhanced.dcm")])
     assert scan.kind == ScanKind.DICOM_SERIES and scan.modality == "CT" and scan.slice_count == 4
     assert scan.details["input_check"]["verdict"] == "ok"
@@ -377,5 +379,5 @@ def test_enhanced_ct_with_more_frames_than_slices_allowed_is_refused(case, clini
     before = private_files()
     with pytest.raises(IngestError) as refused:
         scan_ingest(case=case, user=clinician, files=[upload(dicom_bytes(enhanced_ct(_enhanced_series())))])
-    assert refused.value.code == "too_many_slices" and "4 frames" in str(refused.value)
+    assert refused.value.code == "too_many_slices" and "holds 4 slices counting the frames" in str(refused.value)
     _assert_nothing_stored(before, private_files)

@@ -177,6 +177,9 @@ HEMO_ZIP_MAX_MEMBERS = env.int("HEMO_ZIP_MAX_MEMBERS", default=2000)
 HEMO_ZIP_MAX_UNCOMPRESSED_MB = env.int("HEMO_ZIP_MAX_UNCOMPRESSED_MB", default=2048)
 HEMO_ZIP_MAX_RATIO = env.int("HEMO_ZIP_MAX_RATIO", default=100)
 HEMO_MAX_IMAGE_PIXELS = env.int("HEMO_MAX_IMAGE_PIXELS", default=64_000_000)
+# A multi-frame DICOM file (a series in one file) may hold at most this many pixels in all: what an upload of
+# HEMO_MAX_UPLOAD_MB of uncompressed 16-bit slices holds, so a small compressed file cannot expand past it.
+HEMO_MAX_SERIES_PIXELS = env.int("HEMO_MAX_SERIES_PIXELS", default=HEMO_MAX_UPLOAD_MB * 1024 * 1024 // 2)
 # Django must hand large uploads to the service (which applies HEMO_MAX_UPLOAD_MB) instead of refusing them early.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -268,8 +268,36 @@ def test_multi_frame_limits_are_checked_before_decoding():
         dicom.split_frames(ds, max_frames=2)
     with pytest.raises(dicom.DicomTooLarge, match="48x48"):
         dicom.split_frames(ds, max_pixels=1000)
+    with pytest.raises(dicom.DicomTooLarge, match="3 frames of 48x48 pixels are more than the limit of 6,911"):
+        dicom.split_frames(ds, max_total_pixels=3 * 48 * 48 - 1)
+    assert len(dicom.split_frames(ds, max_total_pixels=3 * 48 * 48)) == 3
+    # Frames past a short per-frame sequence would lose their position and rescale: refused, not guessed.
+    whole = ds.PerFrameFunctionalGroupsSequence
+    ds.PerFrameFunctionalGroupsSequence = whole[:2]
+    with pytest.raises(dicom.DicomError, match="describes 2 frames .* holds 3"):
+        dicom.split_frames(ds)
+    ds.PerFrameFunctionalGroupsSequence = whole
     del ds.PixelData
     with pytest.raises(dicom.DicomError, match="no pixel data"):
         dicom.split_frames(ds)
     single = make_ct(_phantom_series(1)[0])
     assert dicom.split_frames(single) == [single]
+
+
+def test_frame_uids_are_unique_across_files_and_the_class_is_ct_when_missing():
+    """Frame UIDs derive from the file's UID and the frame number without ambiguity: files "...4.1" and "...4.11" of
+    one series (sequential UIDs are common) share none. A multi-frame file without a SOP class gets CT's."""
+    from tests.phantoms import enhanced_ct
+
+    hus = _phantom_series(12)
+    uids = []
+    for source in ("1.2.3.4.1", "1.2.3.4.11"):
+        ds = enhanced_ct(hus)
+        ds.SOPInstanceUID = source
+        uids += [str(f.SOPInstanceUID) for f in dicom.split_frames(ds)]
+    assert len(set(uids)) == 24
+    ds = enhanced_ct(hus[:2])
+    del ds.SOPClassUID
+    frames = dicom.split_frames(ds)
+    assert all(str(f.SOPClassUID) == str(CTImageStorage) for f in frames)
+    assert all("ImplementationClassUID" in f.file_meta and "FileMetaInformationVersion" in f.file_meta for f in frames)
