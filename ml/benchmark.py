@@ -1061,7 +1061,12 @@ def main(argv=None) -> int:
     win = sub.add_parser("windows", help="the shipped model on CT-ICH test pictures exported in other display windows")
     win.add_argument("--checkpoint", type=Path, default=None, help="another model (default: the shipped one)")
     win.add_argument("--split", choices=["test", "val"], default="test", help="which of the card's CT-ICH splits")
-    win.add_argument("--out", default=None, help="results name under bench/results (default: windows)")
+    win.add_argument(
+        "--out",
+        default=None,
+        help="results name under bench/results (default: windows for the shipped model's test split, else "
+        "windows_SPLIT_CHECKPOINTNAME, which the report lists beside it)",
+    )
     sub.add_parser("classical")
     sub.add_parser("letters")
     sub.add_parser("dicom")
@@ -1116,7 +1121,9 @@ def main(argv=None) -> int:
         print(_save("inputcheck", run_inputcheck()))
     elif args.cmd == "windows":
         record = run_windows(checkpoint=args.checkpoint, split=args.split)
-        print(_save(args.out or "windows", record))
+        # "windows" is the shipped model on its test patients (the report's table); any other run gets its own name.
+        default = f"windows_{args.split}_{args.checkpoint.name if args.checkpoint else 'shipped'}"
+        print(_save(args.out or ("windows" if args.checkpoint is None and args.split == "test" else default), record))
     elif args.cmd == "classical":
         run_classical()
     elif args.cmd == "letters":

@@ -51,16 +51,26 @@ def window_stack(hu: np.ndarray) -> np.ndarray:
 # How exporters store CT numbers in 16-bit or float pictures: HU itself (signed TIFF, float), HU + 1024 (unsigned
 # 16-bit PNG/TIFF, air at about 0) and HU + 32768.
 CT_NUMBER_OFFSETS = (0, 1024, 32768)
+# The brightest value of a display picture stored with 8, 10, 12 or 16 bits.
+DISPLAY_TOPS = (255.0, 1023.0, 4095.0, 65535.0)
 
 
 def ct_number_offset(values: np.ndarray) -> int | None:
     """The offset o for which `values - o` reads as a head CT slice in HU, or None when none does (a display picture
     saved at a high bit depth). In HU: nothing below -3100 (scanners pad outside the field of view with -2000 to
     -3024), something at 100 or more (skull), air (<= -900) on at least 5 % of the pixels, soft tissue (-100..150) on
-    at least 2 %, and the median of what is not air at most 100 (a head is mostly soft tissue; 4 to 42 HU on the real
-    DICOM slices in the data folder, the skull base -574, against 148 or more for windowed pictures of them stored
-    with 12 bits and read as HU + 1024). Of the offsets that fit, the one with the most soft tissue."""
+    at least 2 %, the median of what is not air at most 100 (a head is mostly soft tissue; 4 to 42 HU on the real
+    DICOM slices in the data folder, the skull base -574, against 148 or more for brain-window pictures of them stored
+    with 12 bits and read as HU + 1024), and not a display picture's full scale (more than 1 % of the pixels at a
+    top value of 255, 1023, 4095 or 65535: a brain or subdural window clips the skull there). Of the offsets that
+    fit, the one with the most soft tissue. Known miss: a bone-window picture (500/2000) stored with 12 bits clips
+    little and can read as HU + 1024."""
     sample = np.asarray(values, dtype=np.float32)[::4, ::4]
+    if not np.isfinite(sample).all():
+        return None
+    top = float(sample.max())
+    if top in DISPLAY_TOPS and (sample >= top).mean() > 0.01:
+        return None
     best, best_tissue = None, 0.02
     for offset in CT_NUMBER_OFFSETS:
         hu = sample - offset
@@ -73,14 +83,30 @@ def ct_number_offset(values: np.ndarray) -> int | None:
     return best
 
 
+def _ct_numbers(arr: np.ndarray, mode: str) -> np.ndarray | None:
+    """A high-depth picture's pixels as HU when they hold CT numbers (`ct_number_offset`), else None. An unsigned
+    16-bit picture of HU + 1024 written without clipping has its padding (-1500 to -3024 HU: one or two values, where a
+    display picture's bright pixels are many) wrapped round to the top of the range: read as the negative values they
+    were."""
+    readings = [arr]
+    wrapped = arr >= 65536 - 3100
+    if mode.startswith("I;16") and wrapped.any() and np.unique(arr[wrapped]).size <= 2:
+        readings.insert(0, np.where(wrapped, arr - 65536, arr))
+    for values in readings:
+        offset = ct_number_offset(values)
+        if offset is not None:
+            return values - offset
+    return None
+
+
 def _image_to_grey(img: Image.Image) -> np.ndarray:
     if img.mode.startswith(("I", "F")):  # one sample of 16/32 bits, integer or float
         arr = np.asarray(img, dtype=np.float32)
-        offset = ct_number_offset(arr)
-        if offset is not None:  # CT numbers: windowed as DICOM is, so the model sees its training window
-            return apply_window(arr - offset, *MODEL_WINDOW)
+        hu = _ct_numbers(arr, img.mode)
+        if hu is not None:  # CT numbers: windowed as DICOM is, so the model sees its training window
+            return apply_window(hu, *MODEL_WINDOW)
         lo, hi = float(arr.min()), float(arr.max())
-        if lo >= 0 and hi <= 255:  # an 8-bit picture saved at a higher depth
+        if img.mode.startswith("I") and lo >= 0 and hi <= 255:  # an 8-bit picture saved at a higher integer depth
             return arr.astype(np.uint8)
         return np.zeros(arr.shape, np.uint8) if hi <= lo else ((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     if img.mode in ("RGBA", "LA", "P", "PA"):

@@ -95,10 +95,17 @@ def ct_number_pictures(hu: np.ndarray) -> dict[str, io.BytesIO]:
     """One CT slice in HU stored as exporters store CT numbers in 16-bit and float pictures."""
     return {
         "16-bit PNG, HU + 1024": _stored(np.clip(hu + 1024, 0, 65535).astype(np.uint16), "PNG"),
+        # Written without clipping: the padding below -1024 HU wraps round to the top of the 16-bit range.
+        "16-bit PNG, HU + 1024 wrapped": _stored(((hu + 1024).astype(np.int64) % 65536).astype(np.uint16), "PNG"),
         "16-bit PNG, HU + 32768": _stored((hu + 32768).astype(np.uint16), "PNG"),
         "signed TIFF, HU": _stored(hu.astype(np.int32), "TIFF"),
         "float TIFF, HU": _stored(hu.astype(np.float32), "TIFF"),
     }
+
+
+# Display windows a picture may come in: brain, the model's, subdural, stroke, wide soft tissue. (A bone window stored
+# with 12 bits can pass for HU + 1024: a known miss, see ml.preprocess.ct_number_offset.)
+DISPLAY_WINDOWS = (preprocess.BRAIN_WINDOW, preprocess.MODEL_WINDOW, preprocess.SUBDURAL_WINDOW, (40, 40), (140, 400))
 
 
 def test_pictures_of_ct_numbers_are_windowed_like_dicom():
@@ -115,12 +122,16 @@ def test_high_depth_display_pictures_are_not_taken_for_ct_numbers():
     """A windowed picture saved with 16 or 12 bits, or 8-bit values in a 16-bit file, is a display picture: it is not
     read as HU, and keeps its look."""
     hu = np.rint(head_phantom_hu(160, bleed=True))
-    for window in (preprocess.BRAIN_WINDOW, preprocess.MODEL_WINDOW, preprocess.SUBDURAL_WINDOW, (40, 40)):
+    for window in DISPLAY_WINDOWS:
         u8 = preprocess.apply_window(hu, *window)
         for scale in (257, 4095 / 255, 1):
             stored = np.rint(u8.astype(np.float64) * scale).astype(np.uint16)
             assert preprocess.ct_number_offset(stored) is None, (window, scale)
             assert np.abs(preprocess.load_slice(_stored(stored, "PNG")).astype(int) - u8).max() <= 1, (window, scale)
+    # A float picture scaled to 0..1 is stretched back to 0..255, not truncated to black.
+    u8 = preprocess.apply_window(hu, *preprocess.BRAIN_WINDOW)
+    as_float = _stored(u8.astype(np.float32) / 255.0, "TIFF")
+    assert np.abs(preprocess.load_slice(as_float).astype(int) - u8).max() <= 1
 
 
 def test_real_dicom_slices_stored_as_ct_number_pictures_give_the_dicom_slice(data_root):
@@ -134,3 +145,8 @@ def test_real_dicom_slices_stored_as_ct_number_pictures_give_the_dicom_slice(dat
         for name, picture in ct_number_pictures(hu).items():
             got = preprocess.load_slice(picture).astype(int)
             assert np.abs(got - expected).max() <= 1, (path.name, name)
+        # Display pictures of the same slice, saved with 12 or 16 bits, are never read as CT numbers.
+        for window in DISPLAY_WINDOWS:
+            u8 = preprocess.apply_window(hu, *window).astype(np.float64)
+            for scale in (257, 4095 / 255):
+                assert preprocess.ct_number_offset(np.rint(u8 * scale)) is None, (path.name, window, scale)
