@@ -685,8 +685,8 @@ def parse_args(argv=None):
         type=float,
         default=0.0,
         help="show this share of the training series (one window per series) as if exported in a narrower display "
-        "window inside the model's (width 40-120 HU, level 25-50), so pictures exported in other brain windows are "
-        "scored alike (0: off)",
+        "window inside the model's (width 40-120 HU, level 25-50), meant for pictures exported in other brain "
+        "windows (0: off; tried at 0.5 and not adopted: docs/RESULTS.md)",
     )
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
