@@ -437,6 +437,30 @@ def _detect(upload: _Upload) -> bool:
     return True
 
 
+def _refuse_undecodable(upload: _Upload) -> None:
+    """Refuse a DICOM upload whose pixels are compressed in a way no installed decoder handles."""
+    compression = imaging.undecodable_compression(upload.dataset)
+    if compression:
+        raise IngestError(
+            f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
+            "Export the series uncompressed and upload it again.",
+            code="unsupported_compression",
+        )
+
+
+@contextmanager
+def _dicom_errors_refused(name: str) -> Iterator[None]:
+    """The errors ``ml.dicom`` names (too large, unsupported, undecodable) as the upload's refusals."""
+    try:
+        yield
+    except imaging.DicomTooLarge as exc:
+        raise IngestError(f"{name} is too large: {exc}.", code="too_large") from exc
+    except imaging.DicomUnsupported as exc:
+        raise IngestError(f"{name}: {exc}.", code="unsupported_dicom") from exc
+    except imaging.DicomError as exc:
+        raise IngestError(f"{name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom") from exc
+
+
 def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
     """A multi-frame CT (Enhanced CT: one file holding a whole series) becomes one DICOM upload per frame, named
     "<file> frame <n>", so it is checked, ordered, de-identified and stored as a series of single-frame slices. The
@@ -458,30 +482,15 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
         if count <= 1:
             out.append(upload)
             continue
-        compression = imaging.undecodable_compression(upload.dataset)
-        if compression:
-            raise IngestError(
-                f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
-                "Export the series uncompressed and upload it again.",
-                code="unsupported_compression",
-            )
+        _refuse_undecodable(upload)
         # Errors the split names get their own message; any other is a malformed file (never a 500).
-        with _malformed_dicom_refused(upload.name):
-            try:
-                datasets = imaging.split_frames(
-                    upload.dataset,
-                    max_pixels=settings.HEMO_MAX_IMAGE_PIXELS,
-                    max_frames=settings.HEMO_MAX_SLICES,
-                    max_total_pixels=settings.HEMO_MAX_SERIES_PIXELS,
-                )
-            except imaging.DicomTooLarge as exc:
-                raise IngestError(f"{upload.name} is too large: {exc}.", code="too_large") from exc
-            except imaging.DicomUnsupported as exc:
-                raise IngestError(f"{upload.name}: {exc}.", code="unsupported_dicom") from exc
-            except imaging.DicomError as exc:
-                raise IngestError(
-                    f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom"
-                ) from exc
+        with _malformed_dicom_refused(upload.name), _dicom_errors_refused(upload.name):
+            datasets = imaging.split_frames(
+                upload.dataset,
+                max_pixels=settings.HEMO_MAX_IMAGE_PIXELS,
+                max_frames=settings.HEMO_MAX_SLICES,
+                max_total_pixels=settings.HEMO_MAX_SERIES_PIXELS,
+            )
             upload.dataset = None  # the encoded frames are no longer needed
             for number, ds in enumerate(datasets, 1):
                 buffer = io.BytesIO()
@@ -664,23 +673,11 @@ def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[A
     if sop and sop in seen:
         raise IngestError(f"{upload.name} repeats a slice that is already in the upload.", code="duplicate")
     seen.add(sop)
-    compression = imaging.undecodable_compression(ds)
-    if compression:
-        raise IngestError(
-            f"{upload.name}: its pixels are compressed as {compression}, which this server cannot decode. "
-            "Export the series uncompressed and upload it again.",
-            code="unsupported_compression",
-        )
-    try:
-        # The header is checked before any pixel is decoded: a few bytes can declare gigapixels or many frames.
+    _refuse_undecodable(upload)
+    with _dicom_errors_refused(upload.name):
+        # The header is checked before any pixel is decoded: a few bytes can declare gigapixels.
         hu = imaging.to_hu(ds, max_pixels=settings.HEMO_MAX_IMAGE_PIXELS)
         reason = imaging.ct_rejection_reason(ds, hu)
-    except imaging.DicomTooLarge as exc:
-        raise IngestError(f"{upload.name} is too large: {exc}.", code="too_large") from exc
-    except imaging.DicomUnsupported as exc:
-        raise IngestError(f"{upload.name}: {exc}.", code="unsupported_dicom") from exc
-    except imaging.DicomError as exc:
-        raise IngestError(f"{upload.name}: the DICOM image cannot be decoded ({exc}).", code="corrupt_dicom") from exc
     if reason:
         raise IngestError(f"{upload.name}: {reason}", code="not_ct")
     greyscale = imaging.window_dicom(ds, hu)

@@ -13,6 +13,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ml import dicom, preprocess
 from tests.ml.conftest import head_phantom_hu
+from tests.phantoms import dicom_bytes
 
 
 def make_ct(
@@ -52,10 +53,7 @@ def make_ct(
     return ds
 
 
-def to_bytes(ds: FileDataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+to_bytes = dicom_bytes  # a dataset as the bytes of a DICOM file
 
 
 def test_window_arithmetic_on_known_hu():
@@ -223,7 +221,7 @@ def _phantom_series(n: int = 5) -> list[np.ndarray]:
 def test_enhanced_ct_is_split_into_ordered_ct_slices(tmp_path, compress):
     """A multi-frame Enhanced CT, its frames stored out of order with per-frame rescale, gives the same ordered HU
     slices as the series it holds; each frame is a plain single-frame CT with its own geometry and UID."""
-    from tests.phantoms import dicom_bytes, enhanced_ct
+    from tests.phantoms import enhanced_ct
 
     hus = _phantom_series()
     intercepts = [-1024.0, -1000.0, -1024.0, -2048.0, -1024.0]
