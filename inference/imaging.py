@@ -133,9 +133,17 @@ def check_dicom_slice(hu: np.ndarray) -> SliceCheck:
     return check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
 
 
-def check_scan(checks: Sequence[SliceCheck], *, total: int | None = None) -> ScanCheck:
-    """`ml.inputcheck.check_scan`: the verdict ("ok", "warn", "refuse") for a scan from its slices' checks."""
-    return inputcheck.check_scan(list(checks), total=total)
+def check_scan(
+    checks: Sequence[SliceCheck], *, total: int | None = None, slice_thicknesses: Sequence[float | None] = ()
+) -> ScanCheck:
+    """`ml.inputcheck.check_scan`: the verdict ("ok", "warn", "refuse") for a scan from its slices' checks (and its
+    DICOM slices' SliceThickness: many thicker than the model's 5 mm are flagged)."""
+    return inputcheck.check_scan(list(checks), total=total, slice_thicknesses=slice_thicknesses)
+
+
+def slice_thickness(ds: Dataset) -> float | None:
+    """A DICOM slice's SliceThickness in mm, or None where absent or unreadable."""
+    return ml_dicom.first_value(ds.get("SliceThickness"))
 
 
 def slices_to_check(total: int) -> list[int]:

@@ -28,6 +28,7 @@ from inference.models import ModelVersion, Prediction, PredictionStatus
 from inference.page_selectors import prediction_list_for_audit, prediction_viewer_slices
 from inference.selectors import model_version_list, prediction_get_visible
 from inference.services import ModelUnavailable, prediction_request
+from ml import slabs
 from scans.selectors import scan_get_visible
 
 PENDING = (PredictionStatus.QUEUED, PredictionStatus.RUNNING)
@@ -124,6 +125,7 @@ def prediction_detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpRes
         "case": prediction.scan.case,
         "model_version": prediction.model_version,
         "chart": slice_chart(prediction.slice_probabilities or [], prediction.threshold),
+        "slab_reading": slabs.describe(prediction.slab_reading or {}),
         "viewer": viewer,
         "selected": viewer[selected] if viewer else None,
         "has_heatmaps": any(v["heatmap"] for v in viewer),

@@ -404,6 +404,7 @@ def _prediction_succeed(
             prediction.threshold = float(result.threshold)
             prediction.label = bool(result.label)
             prediction.slice_probabilities = slice_probabilities
+            prediction.slab_reading = dict(result.slabs)
             prediction.timings = timings
             prediction.finished = timezone.now()
             prediction.save()
@@ -415,6 +416,7 @@ def _prediction_succeed(
                     "probability": prediction.probability,
                     "label": prediction.label,
                     "model_version": str(prediction.model_version_id),
+                    **({"slabs": prediction.slab_reading["slabs"]} if prediction.slab_reading else {}),
                 },
             )
     except BaseException:

@@ -193,6 +193,18 @@ def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
     return sorted(range(len(datasets)), key=lambda i: (keys[i], i))
 
 
+def positions(datasets: Sequence[Dataset]) -> list[float | None]:
+    """Each slice's position in mm along the series' slice normal (the `sort_datasets` key), None where unknown."""
+    normal = next((n for n in (_normal(ds) for ds in datasets) if n is not None), None)
+    return [key[1] if key[0] == 0 else None for key in (_key(ds, normal) for ds in datasets)]
+
+
+def slice_thickness(datasets: Sequence[Dataset]) -> float | None:
+    """The series' SliceThickness in mm (the median of the slices that state a positive one), or None."""
+    values = [v for v in (first_value(ds.get("SliceThickness")) for ds in datasets) if v is not None and v > 0]
+    return float(np.median(values)) if values else None
+
+
 def read_series(paths: Sequence[str | Path]) -> list[Dataset]:
     """Read and order the files of one series (a multi-frame file gives each of its frames)."""
     datasets = expand_frames([read_dataset(p) for p in paths])

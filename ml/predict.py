@@ -35,6 +35,9 @@ class ScanResult:
     heatmaps: list[np.ndarray] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # How a thin-slice DICOM series was read (`ml.slabs.SlabPlan.to_dict`); empty when read slice by slice. When
+    # set, each slice's probability, heat map and image are those of its slab.
+    slabs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (without the arrays)."""
@@ -44,6 +47,7 @@ class ScanResult:
             "threshold": self.threshold,
             "slice_probabilities": self.slice_probabilities,
             "timings": self.timings,
+            **({"slabs": self.slabs} if self.slabs else {}),
         }
 
 
@@ -68,15 +72,38 @@ class Predictor:
         self.size: int = int(self.metadata["input"]["size"])
         # Test-time augmentation the card was validated with ("hflip": logits averaged with the mirrored slices).
         self.tta: str = self.metadata.get("tta", "none")
+        # Thin-slice DICOM series are read as slabs of this thickness (ml.slabs); None: always slice by slice.
+        self.slab_mm: float | None = self.metadata["input"].get("slab_mm")
 
     def predict_sources(self, sources: Sequence[str | Path | BinaryIO], *, heatmaps: bool = True) -> ScanResult:
-        """One scan from files/streams, in the order given (sort DICOM series with ml.dicom first)."""
+        """One scan from files/streams, in the order given (sort DICOM series with ml.dicom first). A series of
+        DICOM files only goes through `predict_series` (thin slices read as slabs)."""
         start = time.perf_counter()
-        slices = [preprocess.load_slice(s) for s in sources]
+        items = [preprocess.read_source(s) for s in sources]
         decode_time = time.perf_counter() - start
-        result = self.predict_slices(slices, heatmaps=heatmaps)
+        if items and not any(isinstance(item, np.ndarray) for item in items):
+            result = self.predict_series(items, heatmaps=heatmaps)
+        else:
+            slices = [item if isinstance(item, np.ndarray) else preprocess.dicom_to_slice(item) for item in items]
+            result = self.predict_slices(slices, heatmaps=heatmaps)
         # predict_slices timed the crop/resize/normalise as "load"; add the decoding done here.
         result.timings["load"] = result.timings.get("load", 0.0) + decode_time
+        return result
+
+    def predict_series(self, datasets: Sequence, *, heatmaps: bool = True) -> ScanResult:
+        """One DICOM series, ordered (`ml.dicom.sort_datasets`). Slices much thinner than the card's ``slab_mm``
+        are read as slabs of about that thickness (`ml.preprocess.series_slices`); each slice then gets its slab's
+        probability, heat map and image, and ``slabs`` says how it was read."""
+        start = time.perf_counter()
+        slices, plan = preprocess.series_slices(datasets, slab_mm=self.slab_mm)
+        window_time = time.perf_counter() - start
+        result = self.predict_slices(slices, heatmaps=heatmaps)
+        result.timings["load"] = result.timings.get("load", 0.0) + window_time
+        if plan is not None:
+            result.slice_probabilities = plan.expand(result.slice_probabilities)
+            result.heatmaps = plan.expand(result.heatmaps) if result.heatmaps else []
+            result.images = plan.expand(result.images)
+            result.slabs = plan.to_dict()
         return result
 
     def predict_slices(self, slices: Sequence[np.ndarray], *, heatmaps: bool = True) -> ScanResult:
@@ -205,9 +232,15 @@ def main(argv=None) -> int:
     status = 0
     for path in args.paths:
         try:
-            slices, names, colours = preprocess.read_scan(path)
+            series = preprocess.dicom_series(path)
+            if series is not None:  # a DICOM series or multi-frame file: thin slices are read as slabs
+                datasets, names = series
+                slices, colours = [preprocess.dicom_to_slice(ds) for ds in datasets], [0.0] * len(datasets)
+                result = predictor.predict_series(datasets, heatmaps=False)
+            else:
+                slices, names, colours = preprocess.read_scan(path)
+                result = predictor.predict_slices(slices, heatmaps=False)
             checks = [inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)]
-            result = predictor.predict_slices(slices, heatmaps=False)
             line = {
                 "path": str(path),
                 "model_version": predictor.version,

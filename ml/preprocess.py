@@ -18,6 +18,8 @@ from PIL import Image
 from scipy import ndimage
 
 from ml import dicom as dcm
+from ml import slabs
+from ml.slabs import SlabPlan
 
 BRAIN_WINDOW = (40, 80)
 SUBDURAL_WINDOW = (80, 200)
@@ -140,22 +142,55 @@ def read_slice(source: str | Path | BinaryIO) -> tuple[np.ndarray, float]:
     return _load(source, colour=True)
 
 
-def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, float]:
-    data = _read_bytes(source)
+def _open(data: bytes):
+    """A DICOM dataset, or a loaded PIL image. A DICOM file without preamble is the last resort: DicomError (a
+    ValueError) when the bytes are neither."""
     if dcm.is_dicom_bytes(data[:132]):
-        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
+        return dcm.read_dataset(io.BytesIO(data))
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except Exception:
-        # A DICOM file without preamble: last resort, raises DicomError (a ValueError) when it is not DICOM either.
-        return dicom_to_slice(dcm.read_dataset(io.BytesIO(data))), 0.0
-    with image:
+        return dcm.read_dataset(io.BytesIO(data))
+    return image
+
+
+def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, float]:
+    opened = _open(_read_bytes(source))
+    if not isinstance(opened, Image.Image):
+        return dicom_to_slice(opened), 0.0
+    with opened:
         if not colour:
-            return _image_to_grey(image), 0.0
+            return _image_to_grey(opened), 0.0
         from ml.inputcheck import colour_fraction
 
-        return _image_to_grey(image), colour_fraction(image)
+        return _image_to_grey(opened), colour_fraction(opened)
+
+
+def read_source(source: str | Path | BinaryIO):
+    """A DICOM source as its dataset (a series is read whole by `series_slices`), a picture as `load_slice` gives
+    it. Raises ValueError for unreadable input."""
+    opened = _open(_read_bytes(source))
+    if not isinstance(opened, Image.Image):
+        return opened
+    with opened:
+        return _image_to_grey(opened)
+
+
+def series_slices(datasets: Sequence, *, slab_mm: float | None = None) -> tuple[list[np.ndarray], SlabPlan | None]:
+    """An ordered DICOM series as the model's input slices, in the model window: slice by slice, or, where the slices
+    are much closer than ``slab_mm``, as slabs (`ml.slabs.plan`, given the positions and SliceThickness: each the
+    mean in HU of its slices, as a thick reconstruction would be, then windowed). Returns the slices and the plan
+    (None: slice by slice)."""
+    plan = None
+    if slab_mm and len(datasets) > 1:
+        plan = slabs.plan(dcm.positions(datasets), slab_mm=slab_mm, thickness_mm=dcm.slice_thickness(datasets))
+    if plan is not None and len({(ds.get("Rows"), ds.get("Columns")) for ds in datasets}) > 1:
+        plan = None  # slices of different sizes are not one volume to average
+    if plan is None:
+        return [dicom_to_slice(ds) for ds in datasets], None
+    hu_slabs = [slabs.mean_image([dcm.to_hu(datasets[i]) for i in group]) for group in plan.averaged]
+    return [apply_window(hu, *MODEL_WINDOW) for hu in hu_slabs], plan
 
 
 def dicom_to_hu(path: str | Path) -> np.ndarray:
@@ -249,35 +284,51 @@ def load_scan(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
 
 def read_scan(path: str | Path, *, colour: bool = True) -> tuple[list[np.ndarray], list[str], list[float]]:
     """`load_scan`, and each slice's colour fraction (`read_slice`; 0 for DICOM and when ``colour`` is False)."""
+    series = dicom_series(path)
+    if series is not None:
+        datasets, names = series
+        return [dicom_to_slice(ds) for ds in datasets], names, [0.0] * len(datasets)
+    path = Path(path)
+    if path.is_file():
+        u8, fraction = _load(path, colour=colour)
+        return [u8], [path.name], [fraction]
+    images = [p for p in _folder_files(path) if p.suffix.lower() in IMAGE_SUFFIXES and "_HGE_Seg" not in p.name]
+    if images:
+        loaded = [_load(p, colour=colour) for p in images]
+        return [u8 for u8, _ in loaded], [p.name for p in images], [fraction for _, fraction in loaded]
+    raise ValueError(f"{path}: no images or DICOM files found")
+
+
+def _folder_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    return sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+
+
+def dicom_series(path: str | Path) -> tuple[list, list[str]] | None:
+    """The ordered DICOM datasets (and slice names) of a multi-frame DICOM file or of a folder's DICOM files; None
+    for a picture, a single-frame file, or a folder without DICOM. Files that are not DICOM are passed over."""
     path = Path(path)
     if path.is_file():
         frames = _multi_frame(path)
-        if frames:
-            order = dcm.sort_datasets(frames)
-            names = [f"{path.name} frame {i + 1}" for i in order]
-            return [dicom_to_slice(frames[i]) for i in order], names, [0.0] * len(order)
-        u8, fraction = _load(path, colour=colour)
-        return [u8], [path.name], [fraction]
-    if not path.is_dir():
-        raise FileNotFoundError(path)
-    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and "_HGE_Seg" not in p.name]
-    others = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        if not frames:
+            return None
+        order = dcm.sort_datasets(frames)
+        return [frames[i] for i in order], [f"{path.name} frame {i + 1}" for i in order]
     datasets, names = [], []
-    for p in others:
+    for p in _folder_files(path):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            continue
         try:
             frames = dcm.split_frames(dcm.read_dataset(p))
         except dcm.DicomError:
             continue
         datasets += frames
         names += [p.name] if len(frames) == 1 else [f"{p.name} frame {i + 1}" for i in range(len(frames))]
-    if datasets:
-        order = dcm.sort_datasets(datasets)
-        return [dicom_to_slice(datasets[i]) for i in order], [names[i] for i in order], [0.0] * len(order)
-    if images:
-        loaded = [_load(p, colour=colour) for p in images]
-        return [u8 for u8, _ in loaded], [p.name for p in images], [fraction for _, fraction in loaded]
-    raise ValueError(f"{path}: no images or DICOM files found")
+    if not datasets:
+        return None
+    order = dcm.sort_datasets(datasets)
+    return [datasets[i] for i in order], [names[i] for i in order]
 
 
 def _multi_frame(path: Path) -> list | None:

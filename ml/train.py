@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ml import data as mldata
-from ml import metrics, paths, preprocess
+from ml import metrics, paths, preprocess, slabs
 from ml.augment import WINDOW_LEVELS, WINDOW_WIDTHS, augment_with_masks, random_window
 from ml.model import (
     POOLINGS,
@@ -813,6 +813,8 @@ def main(argv=None) -> int:
             "images": "PNG/JPG taken as already windowed, converted to greyscale (RGBA over black)",
             "dicom": "HU = pixel * RescaleSlope + RescaleIntercept, then the window above; series ordered "
             "by ImagePositionPatient along the slice normal, then InstanceNumber",
+            "slab_mm": slabs.SLAB_MM,
+            "slabs": slabs.SLAB_NOTE,
         },
         "output": {
             "scan_probability": f"pooling '{pooling}' (chosen on validation among {list(POOLINGS)})",

@@ -549,12 +549,15 @@ def _slice_check(name: str, check: Any, *args: Any, **kwargs: Any) -> imaging.Sl
         return None
 
 
-def _scan_check(checks: list[imaging.SliceCheck | None], total: int) -> dict:
+def _scan_check(
+    checks: list[imaging.SliceCheck | None], total: int, *, slice_thicknesses: list[float | None] | None = None
+) -> dict:
     """``{"input_check": verdict}`` for a scan's details (`ml.inputcheck.ScanCheck.to_dict`), or nothing when a
     slice's check failed."""
     if any(c is None for c in checks):
         return {}
-    return {"input_check": imaging.check_scan(checks, total=total).to_dict()}
+    verdict = imaging.check_scan(checks, total=total, slice_thicknesses=slice_thicknesses or [])
+    return {"input_check": verdict.to_dict()}
 
 
 def _prepare_slices(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, str, dict]:
@@ -725,7 +728,7 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
     details = {
         "gantry_tilt": _float_or_none(first.get("GantryDetectorTilt")),
         "manufacturer": str(first.get("Manufacturer", "")),
-        **_scan_check(checks, len(uploads)),
+        **_scan_check(checks, len(uploads), slice_thicknesses=[imaging.slice_thickness(u.dataset) for u in uploads]),
     }
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
 

@@ -283,3 +283,50 @@ def test_web_process_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_thin_dicom_series_is_read_as_five_mm_slabs_and_says_so(
+    case, clinician, clinician_client, upload, model_version
+):
+    """A series of 1 mm slices (the model learnt 5 mm ones) is read as 5 mm slabs: every slice keeps a probability
+    and a heat map (its slab's), and the prediction, its audit row, the result page and the API say how it was read."""
+    from tests.bad_uploads import ct_dicom
+
+    files = [upload(ct_dicom(instance=i, size=64), f"thin/{i:02d}.dcm") for i in range(1, 16)]  # 1 mm apart
+    scan = scan_ingest(case=case, user=clinician, files=files)
+    prediction = prediction_run(prediction_id=prediction_request(scan=scan, user=clinician).pk)
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
+    assert prediction.slab_reading == {
+        "slab_mm": 5.0,
+        "spacing_mm": 1.0,
+        "slices_per_slab": 5,
+        "averaged_per_slab": 5,
+        "thickness_mm": None,
+        "slabs": 3,
+        "slices": 15,
+    }
+    probabilities = prediction.slice_probabilities
+    assert len(probabilities) == 15 and [len(set(probabilities[k : k + 5])) for k in (0, 5, 10)] == [1, 1, 1]
+    heatmaps = list(prediction.heatmaps.order_by("index"))
+    assert [h.index for h in heatmaps] == list(range(15))
+    assert [h.probability for h in heatmaps] == pytest.approx(probabilities)
+    event = AuditEvent.objects.get(action=AuditAction.PREDICTION_SUCCEED, target_id=str(prediction.pk))
+    assert event.details["slabs"] == 3
+    from django.urls import reverse
+
+    page = clinician_client.get(reverse("results:detail", args=[prediction.pk])).content.decode()
+    assert "3 slabs of about 5 mm" in page and "the 15 slices are 1 mm apart (5 per slab, averaged in HU)" in page
+    api = clinician_client.get(reverse("api:prediction-detail", args=[prediction.pk])).json()
+    assert api["slab_reading"]["slabs"] == 3 and len(api["slice_probabilities"]) == 15
+
+
+def test_series_at_five_mm_is_read_slice_by_slice(case, clinician, upload, model_version):
+    from tests.bad_uploads import ct_dicom
+
+    files = [
+        upload(ct_dicom(instance=i, size=64, ImagePositionPatient=[0, 0, 5.0 * i]), f"s/{i}.dcm") for i in range(1, 5)
+    ]
+    scan = scan_ingest(case=case, user=clinician, files=files)
+    prediction = prediction_run(prediction_id=prediction_request(scan=scan, user=clinician).pk)
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
+    assert prediction.slab_reading == {} and len(set(prediction.slice_probabilities)) > 1

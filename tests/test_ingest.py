@@ -381,3 +381,32 @@ def test_enhanced_ct_with_more_frames_than_slices_allowed_is_refused(case, clini
         scan_ingest(case=case, user=clinician, files=[upload(dicom_bytes(enhanced_ct(_enhanced_series())))])
     assert refused.value.code == "too_many_slices" and "holds 4 slices counting the frames" in str(refused.value)
     _assert_nothing_stored(before, private_files)
+
+
+@pytest.mark.parametrize("thickness, verdict", [(10.0, "warn"), (5.0, "ok")])
+def test_a_series_of_thick_slices_is_analysed_with_a_warning(case, clinician, upload, thickness, verdict):
+    """The model learnt from 5 mm slices and over-calls on thicker ones: a 10 mm series is accepted and flagged."""
+    from tests.bad_uploads import ct_dicom
+
+    files = [
+        upload(
+            ct_dicom(instance=i, size=64, SliceThickness=thickness, ImagePositionPatient=[0, 0, thickness * i]),
+            f"s/{i}.dcm",
+        )
+        for i in range(1, 5)
+    ]
+    scan = scan_ingest(case=case, user=clinician, files=files)
+    check = scan.details["input_check"]
+    assert check["verdict"] == verdict and check["max_slice_thickness_mm"] == thickness
+    if verdict == "warn":
+        assert scan.input_warning.startswith("The slices are 10 mm thick; the model learnt from 5 mm slices")
+    else:
+        assert scan.input_warning == ""
+
+
+def test_the_real_ge_series_with_half_its_slices_7_mm_thick_is_flagged(case, clinician, ge_series_paths, upload):
+    """The GE sample: 14 slices of 4 mm (posterior fossa) under 14 of 7 mm. Analysed, with a warning."""
+    scan = scan_ingest(case=case, user=clinician, files=[upload(p) for p in ge_series_paths])
+    check = scan.details["input_check"]
+    assert check["verdict"] == "warn" and check["thick_slices"] == 14 and check["max_slice_thickness_mm"] == 7.0
+    assert scan.input_warning.startswith("14 of the 28 slices are 7 mm thick")

@@ -144,6 +144,29 @@ def test_a_series_verdict_counts_its_slices():
         inputcheck.check_scan([])
 
 
+def test_slices_thicker_than_the_model_learnt_are_flagged_not_refused():
+    head = inputcheck.check_slice(brain(64))
+    bone = inputcheck.check_slice(preprocess.apply_window(head_phantom_hu(64), *preprocess.BONE_WINDOW))
+    blank = inputcheck.check_slice(np.zeros((64, 64), np.uint8))
+    for thickness in (None, 0.625, 5.0, inputcheck.THICK_SLICE_MM):
+        assert inputcheck.check_scan([head] * 4, slice_thicknesses=[thickness] * 4).verdict == "ok"
+    thick = inputcheck.check_scan([head] * 4, slice_thicknesses=[10.0] * 4)
+    assert thick.verdict == "warn" and thick.thick_slices == 4 and thick.max_slice_thickness_mm == 10.0
+    assert thick.message.startswith("The slices are 10 mm thick; the model learnt from 5 mm slices")
+    # A third of the slices is enough (a posterior fossa in 4 mm under a 7-10 mm cerebrum); fewer is not.
+    some = inputcheck.check_scan([head] * 6, slice_thicknesses=[4.0] * 4 + [7.0, 10.0])
+    assert some.verdict == "warn" and some.message.startswith("2 of the 6 slices are 7-10 mm thick")
+    few = inputcheck.check_scan([head] * 7, slice_thicknesses=[4.0] * 5 + [7.0, None])
+    assert few.verdict == "ok" and few.thick_slices == 1 and few.max_slice_thickness_mm == 7.0
+    # Added to another warning, never softening a refusal.
+    both = inputcheck.check_scan([bone] * 2 + [head] * 2, slice_thicknesses=[7.5] * 4)
+    assert both.message.startswith("2 of the 4 slices") and both.message.endswith(
+        "The slices are 7.5 mm thick; the model learnt from 5 mm slices and calls hemorrhage too often on thicker "
+        "ones. Read a positive result with caution."
+    )
+    assert inputcheck.check_scan([blank] * 3 + [head], slice_thicknesses=[10.0] * 4).verdict == "refuse"
+
+
 def test_a_long_series_is_judged_on_evenly_spaced_slices():
     assert inputcheck.slices_to_check(5) == [0, 1, 2, 3, 4]
     picked = inputcheck.slices_to_check(1000)
