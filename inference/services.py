@@ -332,11 +332,14 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
 def _overlay_pngs(result) -> list[bytes]:
     from ml.predict import overlay_heatmap
 
-    pngs = []
+    pngs, rendered = [], {}
     for image, heatmap in zip(result.images, result.heatmaps, strict=False):
-        buffer = io.BytesIO()
-        overlay_heatmap(image, heatmap).save(buffer, format="PNG")
-        pngs.append(buffer.getvalue())
+        key = (id(image), id(heatmap))  # the slices of a slab share its arrays (ml.slabs): rendered once
+        if key not in rendered:
+            buffer = io.BytesIO()
+            overlay_heatmap(image, heatmap).save(buffer, format="PNG")
+            rendered[key] = buffer.getvalue()
+        pngs.append(rendered[key])
     return pngs
 
 

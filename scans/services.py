@@ -123,6 +123,16 @@ IDENTIFYING_KEYWORDS = frozenset(
         "PerformedProcedureStepDescription",
         "DerivationDescription",
         "TextValue",
+        "RequestingService",
+        "RequestingServiceCodeSequence",
+        "ReasonForTheRequestedProcedure",
+        "ReasonForStudy",
+        "RequestedProcedureComments",
+        "ImagingServiceRequestComments",
+        "PatientTransportArrangements",
+        "CurrentPatientLocation",
+        "PatientInstitutionResidence",
+        "InstitutionalDepartmentTypeCodeSequence",
         "ContentCreatorName",
         "PersonName",
         "VerifyingObserverName",
@@ -623,14 +633,19 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
     return [prepared], ScanKind.IMAGE, "", {"format": expected, **_scan_check([check], 1)}
 
 
+# Whatever its keyword, at any depth: person names, dates, times (vendors and newer DICOM editions add such tags,
+# e.g. VerifyingObserverName or DateOfLastCalibration, that no fixed list keeps up with).
+IDENTIFYING_VRS = frozenset({"PN", "DA", "DT", "TM"})
+
+
 def _deidentify(ds: Any) -> None:
     def remove(dataset: Any, element: Any) -> None:
-        if element.tag.is_private or element.keyword in IDENTIFYING_KEYWORDS:
+        if element.tag.is_private or element.keyword in IDENTIFYING_KEYWORDS or element.VR in IDENTIFYING_VRS:
             del dataset[element.tag]
 
     ds.walk(remove)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "HemoPlatform: identifying, date and private tags removed"
+    ds.DeidentificationMethod = "HemoPlatform: identifying, person-name, date, time and private tags removed"
 
 
 def _float_or_none(value: Any) -> float | None:

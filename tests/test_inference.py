@@ -310,6 +310,8 @@ def test_thin_dicom_series_is_read_as_five_mm_slabs_and_says_so(
     heatmaps = list(prediction.heatmaps.order_by("index"))
     assert [h.index for h in heatmaps] == list(range(15))
     assert [h.probability for h in heatmaps] == pytest.approx(probabilities)
+    overlays = [h.image.read() for h in heatmaps]
+    assert [len(set(overlays[k : k + 5])) for k in (0, 5, 10)] == [1, 1, 1] and len(set(overlays)) == 3
     event = AuditEvent.objects.get(action=AuditAction.PREDICTION_SUCCEED, target_id=str(prediction.pk))
     assert event.details["slabs"] == 3
     from django.urls import reverse

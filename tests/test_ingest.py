@@ -77,6 +77,7 @@ def _check_ge_series(scan: Scan, ge_series_paths) -> None:
         for keyword in IDENTIFYING:
             assert keyword not in ds, f"{keyword} must be removed"
         assert not any(element.tag.is_private for element in ds.iterall())
+        assert not any(element.VR in ("PN", "DA", "DT", "TM") for element in ds.iterall())
         assert ds.PatientIdentityRemoved == "YES"
         assert "ImagePositionPatient" in ds and "RescaleSlope" in ds and "PixelSpacing" in ds
         assert ds.pixel_array.shape == (slice_.rows, slice_.columns)
@@ -410,3 +411,33 @@ def test_the_real_ge_series_with_half_its_slices_7_mm_thick_is_flagged(case, cli
     check = scan.details["input_check"]
     assert check["verdict"] == "warn" and check["thick_slices"] == 14 and check["max_slice_thickness_mm"] == 7.0
     assert scan.input_warning.startswith("14 of the 28 slices are 7 mm thick")
+
+
+def test_names_dates_and_times_are_removed_at_any_depth_whatever_their_keyword(case, clinician, upload):
+    """Beyond the keyword list: every person name, date and time (a verifying observer nested in a sequence, a
+    calibration date), and descriptive request tags such as RequestingService."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.bad_uploads import ct_dicom
+
+    ds = pydicom.dcmread(io.BytesIO(ct_dicom(size=64)))
+    ds.RequestingService = "Neurosurgery, Dr Jones' team"
+    ds.DateOfLastCalibration = "20260101"
+    ds.TimeOfLastCalibration = "101500"
+    observer = Dataset()
+    observer.VerifyingObserverName = "Jones^Anna"
+    observer.VerificationDateTime = "20261127101500"
+    observer.VerifyingOrganization = "Hospital"
+    ds.VerifyingObserverSequence = Sequence([observer])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    scan = scan_ingest(case=case, user=clinician, files=[upload(buffer.getvalue(), "named.dcm")])
+    with scan.slices.get().file.open("rb") as handle:
+        stored = pydicom.dcmread(handle)
+    for keyword in ("RequestingService", "DateOfLastCalibration", "TimeOfLastCalibration"):
+        assert keyword not in stored, keyword
+    nested = stored.VerifyingObserverSequence[0]
+    assert "VerifyingObserverName" not in nested and "VerificationDateTime" not in nested
+    assert nested.VerifyingOrganization == "Hospital"  # not a name, date or time: kept
+    assert stored.ImagePositionPatient == ds.ImagePositionPatient and stored.pixel_array.shape == (64, 64)
