@@ -101,6 +101,22 @@ def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None
     return None
 
 
+def not_axial_reason(ds: Dataset) -> str | None:
+    """None for an axial slice (or one without orientation), else why the model cannot read it: a localizer
+    (scout) or a coronal or sagittal reformat. The model learnt axial slices only."""
+    if ml_dicom.is_axial_slice(ds):
+        return None
+    if ml_dicom.is_localizer(ds):
+        return (
+            "This DICOM file is a localizer (scout) image, not an axial slice. The model reads axial head CT slices "
+            "only: upload the axial series."
+        )
+    return (
+        f"This DICOM slice is {ml_dicom.plane(ds)}, not axial. The model reads axial head CT slices only: upload the "
+        "axial series (reformats are not analysed)."
+    )
+
+
 def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
     """Indices that put a series in anatomical order (slice normal, then InstanceNumber, then upload order)."""
     return ml_dicom.sort_datasets(datasets)

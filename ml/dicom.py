@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 
@@ -162,6 +163,28 @@ def _normal(ds: Dataset) -> np.ndarray | None:
     normal = np.cross(row, col)
     norm = np.linalg.norm(normal)
     return normal / norm if norm > 0 else None
+
+
+PLANES = ("sagittal", "coronal", "axial")  # by the patient axis (x, y, z) the slice normal is closest to
+
+
+def plane(ds: Dataset) -> str | None:
+    """ "axial", "coronal" or "sagittal": the patient axis the slice normal (ImageOrientationPatient) is closest to,
+    so a gantry tilt up to 45 degrees stays axial; None without an orientation."""
+    normal = _normal(ds)
+    return None if normal is None else PLANES[int(np.argmax(np.abs(normal)))]
+
+
+def is_localizer(ds: Dataset) -> bool:
+    """A scout / topogram (ImageType holds LOCALIZER): a projection for planning, not a slice."""
+    image_type = ds.get("ImageType")
+    values = image_type if isinstance(image_type, (list, tuple, MultiValue)) else [image_type]
+    return any(str(v).strip().upper() == "LOCALIZER" for v in values if v is not None)
+
+
+def is_axial_slice(ds: Dataset) -> bool:
+    """Not a localizer, and axial (or without an orientation to say otherwise): what the model reads."""
+    return not is_localizer(ds) and plane(ds) in ("axial", None)
 
 
 def _instance(ds: Dataset) -> int:

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from ml import dicom as dcm
 from ml import inputcheck, paths, preprocess
 
 GRADCAM_CHUNK = 32  # slices whose Grad-CAM gradients share one backward pass
@@ -235,6 +236,9 @@ def main(argv=None) -> int:
             series = preprocess.dicom_series(path)
             if series is not None:  # a DICOM series or multi-frame file: thin slices are read as slabs
                 datasets, names = series
+                not_axial = [n for ds, n in zip(datasets, names, strict=True) if not dcm.is_axial_slice(ds)]
+                if not_axial:
+                    raise ValueError(f"not axial slices (a localizer or a reformat): {', '.join(not_axial[:3])}")
                 slices, colours = [preprocess.dicom_to_slice(ds) for ds in datasets], [0.0] * len(datasets)
                 result = predictor.predict_series(datasets, heatmaps=False)
             else:

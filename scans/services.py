@@ -147,7 +147,14 @@ class IngestError(ValidationError):
 # HTTP status for a refused upload, by IngestError code, the same on the upload page and in the API: too big -> 413,
 # a type or form we do not analyse -> 415, anything else wrong with the content -> 400.
 TOO_LARGE_CODES = {"too_large", "zip_bomb", "zip_too_many", "too_many_slices"}
-UNSUPPORTED_CODES = {"unsupported_type", "unsupported_compression", "unsupported_dicom", "not_ct", "mixed"}
+UNSUPPORTED_CODES = {
+    "unsupported_type",
+    "unsupported_compression",
+    "unsupported_dicom",
+    "not_ct",
+    "not_axial",
+    "mixed",
+}
 
 
 def upload_error_status(error: IngestError) -> int:
@@ -698,6 +705,10 @@ def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[A
         reason = imaging.ct_rejection_reason(ds, hu)
     if reason:
         raise IngestError(f"{upload.name}: {reason}", code="not_ct")
+    with _malformed_dicom_refused(upload.name):
+        reason = imaging.not_axial_reason(ds)
+    if reason:
+        raise IngestError(f"{upload.name}: {reason}", code="not_axial")
     greyscale = imaging.window_dicom(ds, hu)
     slice_check = _slice_check(upload.name, imaging.check_dicom_slice, hu) if check else None
     del hu

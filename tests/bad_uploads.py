@@ -203,6 +203,27 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
         "does not look like a head CT slice: no head-sized object",
         {},
     ),
+    "dicom-coronal-reformat": (
+        lambda: [("coronal.dcm", ct_dicom(size=64, ImageOrientationPatient=[1, 0, 0, 0, 0, -1]))],
+        "not_axial",
+        "coronal.dcm: This DICOM slice is coronal, not axial. The model reads axial head CT slices only",
+        {},
+    ),
+    "dicom-sagittal-reformat-in-a-series": (
+        lambda: [
+            (f"s/{i}.dcm", ct_dicom(instance=i, size=64, ImageOrientationPatient=[0, 1, 0, 0, 0, -1]))
+            for i in range(1, 4)
+        ],
+        "not_axial",
+        "This DICOM slice is sagittal, not axial",
+        {},
+    ),
+    "dicom-localizer": (
+        lambda: [("scout.dcm", ct_dicom(size=64, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]))],
+        "not_axial",
+        "scout.dcm: This DICOM file is a localizer (scout) image, not an axial slice",
+        {},
+    ),
     "blank-png": (lambda: [("slice.png", flat_png())], "not_ct", "This image does not look like a head CT slice", {}),
     "long-ct-series-without-a-head": (
         lambda: [
@@ -285,7 +306,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
     "dicom-single-valued-orientation": (
         lambda: [("ct.dcm", ct_dicom(ImageOrientationPatient=1))],
         "corrupt_dicom",
-        "slice positions of the series cannot be read",
+        "ct.dcm cannot be read: a DICOM tag is malformed",
         {},
     ),
     "dicom-letters-in-position": (

@@ -299,3 +299,35 @@ def test_frame_uids_are_unique_across_files_and_the_class_is_ct_when_missing():
     frames = dicom.split_frames(ds)
     assert all(str(f.SOPClassUID) == str(CTImageStorage) for f in frames)
     assert all("ImplementationClassUID" in f.file_meta and "FileMetaInformationVersion" in f.file_meta for f in frames)
+
+
+def test_plane_follows_the_slice_normal_and_a_gantry_tilt_stays_axial():
+    import math
+
+    hu = np.zeros((8, 8))
+    assert dicom.plane(make_ct(hu)) == "axial"
+    for tilt in (18.5, 30.0, 44.0):
+        c, s = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
+        assert dicom.plane(make_ct(hu, orientation=(1, 0, 0, 0, c, s))) == "axial", tilt
+    assert dicom.plane(make_ct(hu, orientation=(1, 0, 0, 0, 0, -1))) == "coronal"
+    assert dicom.plane(make_ct(hu, orientation=(0, 1, 0, 0, 0, -1))) == "sagittal"
+    assert dicom.plane(make_ct(hu, geometry=False)) is None
+
+
+def test_localizer_is_told_by_its_image_type():
+    scout = make_ct(np.zeros((8, 8)))
+    assert not dicom.is_localizer(scout)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    assert dicom.is_localizer(dicom.read_dataset(io.BytesIO(to_bytes(scout))))
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    assert not dicom.is_localizer(scout)
+    scout.ImageType = "LOCALIZER"
+    assert dicom.is_localizer(scout)
+
+
+def test_every_real_slice_is_axial_and_none_is_a_localizer(dicom_root):
+    files = sorted(dicom_root.rglob("*.dcm"))
+    assert files
+    for path in files:
+        ds = dicom.read_dataset(path, stop_before_pixels=True)
+        assert dicom.plane(ds) in ("axial", None) and not dicom.is_localizer(ds), path.name

@@ -200,3 +200,13 @@ def dicom_bytes_source(ds):
     import io
 
     return io.BytesIO(dicom_bytes(ds))
+
+
+def test_predict_cli_refuses_a_coronal_reformat(predictor, tmp_path, capsys):
+    from ml.predict import main
+
+    for i in range(3):
+        ds = make_ct(head_phantom_hu(32, seed=i), position=(0.0, i * 1.0, 0.0), orientation=(1, 0, 0, 0, 0, -1))
+        (tmp_path / f"{i}.dcm").write_bytes(dicom_bytes(ds))
+    assert main([str(tmp_path)]) == 1
+    assert "not axial slices" in json.loads(capsys.readouterr().out)["error"]
