@@ -113,16 +113,19 @@ THIN_SLICES, THIN_SPACING_MM = 240, 0.625  # a head in 15 cm of thin slices
 
 
 def _thin_series_bytes(n: int, spacing: float, size: int = 512) -> list[bytes]:
-    """A synthetic thin-slice CT series (512 x 512, signed 16-bit HU: air, a skull ring, brain) as DICOM file bytes."""
+    """A synthetic thin-slice CT series (512 x 512, signed 16-bit HU: air, a skull ring, brain, noise) as DICOM file
+    bytes."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     yy, xx = np.mgrid[:size, :size]
     r = np.hypot((yy - size / 2) / (0.42 * size), (xx - size / 2) / (0.36 * size))
-    hu = np.where(r < 1.0, 1000, -1000).astype(np.int16)
-    hu[r < 0.9] = 35
+    base = np.where(r < 1.0, 1000, -1000).astype(np.int16)
+    base[r < 0.9] = 35
+    rng = np.random.default_rng(0)
     series_uid, out = generate_uid(), []
     for i in range(n):
+        hu = base + rng.normal(0, 8, base.shape).round().astype(np.int16)  # scanner noise: files compress as real ones
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -101,6 +101,11 @@ def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None
     return None
 
 
+def release_pixels(ds: Dataset) -> None:
+    """`ml.dicom.release_pixels`: drop pydicom's cache of the decoded pixels."""
+    ml_dicom.release_pixels(ds)
+
+
 def not_axial_reason(ds: Dataset) -> str | None:
     """None for an axial slice (or one without orientation), else why the model cannot read it: a localizer
     (scout) or a coronal or sagittal reformat. The model learnt axial slices only."""

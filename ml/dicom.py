@@ -143,6 +143,21 @@ def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
     return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
 
 
+def release_pixels(ds: Dataset) -> None:
+    """Drop pydicom's cache of the decoded pixels (kept on the dataset after ``pixel_array``), so a series held as
+    datasets costs its encoded bytes, not its decoded images as well."""
+    if getattr(ds, "_pixel_array", None) is not None:
+        ds._pixel_array = None
+
+
+def hu_released(ds: Dataset) -> np.ndarray:
+    """`to_hu`, then `release_pixels`."""
+    try:
+        return to_hu(ds)
+    finally:
+        release_pixels(ds)
+
+
 def first_value(value) -> float | None:
     """First number of a possibly multi-valued tag (WindowCenter '40\\40'), or None."""
     if value is None:

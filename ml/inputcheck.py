@@ -34,6 +34,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ml import preprocess
+from ml.slabs import MAX_SLAB_MM
 
 # Stored with every verdict. 2: series with a third or more of DICOM slices thicker than THICK_SLICE_MM are flagged.
 VERSION = 2
@@ -65,7 +66,7 @@ UNUSUAL_SCAN = 1 / 3
 # ones blur the skull edge into the brain. Pairs of held-out 5 mm CT-ICH slices averaged into 10 mm ones raised the
 # series probabilities by 0.27 on average, and 8 of 12 patients without a bleed were called positive (2 at 5 mm;
 # `python -m ml.benchmark density`). 6 mm: 1.2 x the training thickness, not fitted to that result.
-THICK_SLICE_MM = 6.0
+THICK_SLICE_MM = MAX_SLAB_MM
 # A long series is judged on at most this many slices, evenly spaced (the verdict is a fraction of them; about 19 ms
 # a 512 x 512 slice on one CPU core).
 MAX_CHECKED_SLICES = 64
@@ -229,11 +230,13 @@ def check_scan(
     stated = [float(t) for t in slice_thicknesses if t is not None and t > 0]
     thick = sorted(t for t in stated if t > THICK_SLICE_MM)
     if verdict != "refuse" and thick and len(thick) >= UNUSUAL_SCAN * len(slice_thicknesses):
-        which = (
-            "The slices are"
-            if len(thick) == len(slice_thicknesses)
-            else (f"{len(thick)} of the {len(slice_thicknesses)} slices are")
-        )
+        n_stated = len(slice_thicknesses)
+        if n_stated == 1:
+            which = "The slice is"
+        elif len(thick) == n_stated:
+            which = "The slices are"
+        else:
+            which = f"{len(thick)} of the {n_stated} slices {'is' if len(thick) == 1 else 'are'}"
         size = f"{thick[0]:g}" if thick[0] == thick[-1] else f"{thick[0]:g}-{thick[-1]:g}"
         note = (
             f"{which} {size} mm thick; the model learnt from 5 mm slices and calls hemorrhage too often on thicker "

@@ -85,7 +85,12 @@ class Predictor:
         if items and not any(isinstance(item, np.ndarray) for item in items):
             result = self.predict_series(items, heatmaps=heatmaps)
         else:
-            slices = [item if isinstance(item, np.ndarray) else preprocess.dicom_to_slice(item) for item in items]
+            slices = [
+                item
+                if isinstance(item, np.ndarray)
+                else preprocess.apply_window(dcm.hu_released(item), *preprocess.MODEL_WINDOW)
+                for item in items
+            ]
             result = self.predict_slices(slices, heatmaps=heatmaps)
         # predict_slices timed the crop/resize/normalise as "load"; add the decoding done here.
         result.timings["load"] = result.timings.get("load", 0.0) + decode_time
@@ -239,10 +244,12 @@ def main(argv=None) -> int:
                 not_axial = [n for ds, n in zip(datasets, names, strict=True) if not dcm.is_axial_slice(ds)]
                 if not_axial:
                     raise ValueError(f"not axial slices (a localizer or a reformat): {', '.join(not_axial[:3])}")
+                thicknesses = [dcm.first_value(ds.get("SliceThickness")) for ds in datasets]
                 slices, colours = [preprocess.dicom_to_slice(ds) for ds in datasets], [0.0] * len(datasets)
                 result = predictor.predict_series(datasets, heatmaps=False)
             else:
                 slices, names, colours = preprocess.read_scan(path)
+                thicknesses = []
                 result = predictor.predict_slices(slices, heatmaps=False)
             checks = [inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)]
             line = {
@@ -251,7 +258,7 @@ def main(argv=None) -> int:
                 "n_slices": len(slices),
                 "slices": names,
                 **result.to_dict(),
-                "input_check": inputcheck.check_scan(checks).to_dict(),
+                "input_check": inputcheck.check_scan(checks, slice_thicknesses=thicknesses).to_dict(),
             }
         except (OSError, ValueError) as exc:
             line, status = {"path": str(path), "error": str(exc)}, 1

@@ -187,10 +187,13 @@ def series_slices(datasets: Sequence, *, slab_mm: float | None = None) -> tuple[
         plan = slabs.plan(dcm.positions(datasets), slab_mm=slab_mm, thickness_mm=dcm.slice_thickness(datasets))
     if plan is not None and len({(ds.get("Rows"), ds.get("Columns")) for ds in datasets}) > 1:
         plan = None  # slices of different sizes are not one volume to average
+    # Each slice's decoded pixels are released once windowed or averaged: only one slab's HU is held at a time.
     if plan is None:
-        return [dicom_to_slice(ds) for ds in datasets], None
-    hu_slabs = [slabs.mean_image([dcm.to_hu(datasets[i]) for i in group]) for group in plan.averaged]
-    return [apply_window(hu, *MODEL_WINDOW) for hu in hu_slabs], plan
+        return [apply_window(dcm.hu_released(ds), *MODEL_WINDOW) for ds in datasets], None
+    return [
+        apply_window(slabs.mean_image([dcm.hu_released(datasets[i]) for i in group]), *MODEL_WINDOW)
+        for group in plan.averaged
+    ], plan
 
 
 def dicom_to_hu(path: str | Path) -> np.ndarray:

@@ -438,9 +438,10 @@ def _density_lines(d: dict | None) -> list[str]:
         "",
         "Read slice by slice, a denser series raises the probabilities and most patients without a bleed are "
         "called positive; the longer sequence alone (the repeated series) does most of it. So the platform and "
-        "`ml.predict` read a DICOM series whose slices are closer than 3.75 mm as slabs of about "
+        "`ml.predict` read a DICOM series whose slices are 3 mm apart or closer as slabs of about "
         f"{d['slab_mm']:g} mm (`ml.slabs`, the card's `input.slab_mm`): the mean in HU of round(5 / spacing) "
-        "slices, as a thick reconstruction (of the central ones only where slices overlap). On the repeated series "
+        "slices (at most 6 mm of them), as a thick reconstruction (of the central ones only where slices overlap). "
+        "On the repeated series "
         "that gives the 5 mm answers exactly. On the interpolated ones it does not, and a rule written before the "
         "runs (slabs within 0.03 patient AUC and 2 labels of the 5 mm series on them) failed: those slabs are "
         "blurred over about 10 mm, and 10 mm slices made from real ones (pairs of 5 mm slices averaged) raise the "

@@ -9,11 +9,11 @@ slice repeated five times (the longer sequence alone) raised the series probabil
 
 So a DICOM series whose slices are much closer than ``SLAB_MM`` is read as consecutive slabs of about ``SLAB_MM``:
 the mean in HU of the slices in each slab (what a scanner's thick reconstruction of the same data gives), windowed
-like any DICOM slice. Each slice then takes its slab's probability and heat map. Slices that overlap (thicker than
-their spacing) would blur a slab over more than ``SLAB_MM`` (thicker slices make the model over-call: see
-`ml.inputcheck.THICK_SLICE_MM`), so only as many central slices of a slab are averaged as cover ``SLAB_MM``. A
-series 3.75 mm or more apart (``slices_per_slab`` rounds to 1), pictures without positions and single slices are
-read as they are.
+like any DICOM slice. Each slice then takes its slab's probability and heat map. No slab is thicker than
+``MAX_SLAB_MM`` (thicker slices make the model over-call: `ml.inputcheck.THICK_SLICE_MM`), and where slices overlap
+(thicker than their spacing) only as many central slices of a slab are averaged as cover ``SLAB_MM``. A series more
+than 3 mm apart (two slices would make a slab over 6 mm), pictures without positions and single slices are read as
+they are.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ import numpy as np
 
 # CT-ICH, the only series the model trained on, has 5 mm slices (Hssayeni et al., Data 2020).
 SLAB_MM = 5.0
+# No slab thicker than this: 1.2 x SLAB_MM, the thickness above which ml.inputcheck flags slices.
+MAX_SLAB_MM = 6.0
 # The model card's words for it (``input.slabs``).
 SLAB_NOTE = (
-    "DICOM series with slices closer than 3/4 of slab_mm are read as consecutive slabs of round(slab_mm / spacing) "
-    "slices; each slab is the mean in HU of its slices (of its central ones, as many as cover slab_mm, where the "
-    "slices overlap), then the window; each slice gets its slab's probability and heat map"
+    "DICOM series with slices 3 mm apart or closer are read as consecutive slabs of round(slab_mm / spacing) slices "
+    "(at most 6 mm of them); each slab is the mean in HU of its slices (of its central ones, as many as cover "
+    "slab_mm, where the slices overlap), then the window; each slice gets its slab's probability and heat map; a "
+    "series read as one slab is judged at the single-image threshold"
 )
 
 
@@ -45,6 +48,8 @@ class SlabPlan:
     slab_mm: float
     thickness_mm: float | None = None
 
+    overlap: bool = False  # slices thicker than their spacing: only the central ones of each slab are averaged
+
     def to_dict(self) -> dict:
         return {
             "slab_mm": self.slab_mm,
@@ -52,6 +57,7 @@ class SlabPlan:
             "slices_per_slab": self.slices_per_slab,
             "averaged_per_slab": max(len(a) for a in self.averaged),
             "thickness_mm": self.thickness_mm,
+            "overlap": self.overlap,
             "slabs": len(self.groups),
             "slices": sum(len(g) for g in self.groups),
         }
@@ -72,13 +78,14 @@ def plan(
 ) -> SlabPlan | None:
     """Slabs for slices at ``positions`` (mm along the slice normal, in series order), or None to read slice by slice.
 
-    None when a position is missing, when positions repeat or are not in order (not one ordered series), or when the
-    median spacing is 3/4 of ``slab_mm`` or more. Otherwise ``slices_per_slab = round(slab_mm / spacing)`` and slice
-    i goes to slab ``round(|p_i - p_0| / spacing) // slices_per_slab``, so an uneven gap moves slices by position,
-    not by count; empty slabs (gaps) are skipped. A last slab with fewer than half the slices of the others joins
-    the one before it, so no slab is much noisier than the rest. With ``thickness_mm`` (SliceThickness) above the
-    spacing, each slab averages only its ``round((slab_mm - thickness) / spacing) + 1`` central slices, which
-    together cover about ``slab_mm``.
+    None when a position is missing, when positions repeat or are not in order (not one ordered series), or when
+    two slices would already span more than ``MAX_SLAB_MM`` (spacing over 3 mm). Otherwise ``slices_per_slab`` is
+    ``slab_mm / spacing`` rounded half up, but no more than fit in ``MAX_SLAB_MM``, and slice i goes to slab
+    ``round(|p_i - p_0| / spacing) // slices_per_slab``, so an uneven gap moves slices by position, not by count;
+    empty slabs (gaps) are skipped. A last slab with fewer than half the slices of the others joins the one before
+    it when that one is its neighbour (not across a gap), so no slab is much noisier than the rest. With
+    ``thickness_mm`` (SliceThickness) above the spacing, each slab averages only its
+    ``round((slab_mm - thickness) / spacing) + 1`` central slices, which together cover about ``slab_mm``.
     """
     if len(positions) < 2 or any(p is None for p in positions):
         return None
@@ -89,16 +96,17 @@ def plan(
     if not (np.all(steps > 0) or np.all(steps < 0)):
         return None
     spacing = float(np.median(np.abs(steps)))
-    per_slab = int(round(slab_mm / spacing))
+    per_slab = min(int(np.floor(slab_mm / spacing + 0.5)), int(np.floor(MAX_SLAB_MM / spacing + 1e-9)))
     if per_slab <= 1:
         return None
     nominal = np.rint(np.abs(p - p[0]) / spacing).astype(np.int64)
     slab_of = nominal // per_slab
-    groups = [[int(i) for i in np.flatnonzero(slab_of == slab)] for slab in np.unique(slab_of)]
-    if len(groups) > 1 and 2 * len(groups[-1]) < per_slab:
+    numbers = [int(n) for n in np.unique(slab_of)]
+    groups = [[int(i) for i in np.flatnonzero(slab_of == n)] for n in numbers]
+    if len(groups) > 1 and 2 * len(groups[-1]) < per_slab and numbers[-1] == numbers[-2] + 1:
         groups[-2].extend(groups.pop())
-    averaged = groups
-    if thickness_mm is not None and thickness_mm > 1.05 * spacing:
+    averaged, overlap = groups, thickness_mm is not None and thickness_mm > 1.05 * spacing
+    if overlap:
         covering = max(1, min(per_slab, int(round((slab_mm - thickness_mm) / spacing)) + 1))
         averaged = [g[(len(g) - m) // 2 : (len(g) - m) // 2 + m] for g in groups for m in [min(covering, len(g))]]
     return SlabPlan(
@@ -108,6 +116,7 @@ def plan(
         slices_per_slab=per_slab,
         slab_mm=slab_mm,
         thickness_mm=thickness_mm,
+        overlap=overlap,
     )
 
 
@@ -126,13 +135,16 @@ def describe(reading: dict) -> str:
     slabs, slices = reading["slabs"], reading["slices"]
     per, averaged = reading["slices_per_slab"], reading.get("averaged_per_slab", reading["slices_per_slab"])
     how = f"{per} per slab, averaged in HU"
-    if averaged < per:
+    if reading.get("overlap") and reading.get("thickness_mm") is not None:
         how = (
             f"{per} per slab; the slices are {reading['thickness_mm']:g} mm thick and overlap, so only the central "
             f"{averaged} of each slab {'is' if averaged == 1 else 'are'} read"
         )
-    return (
-        f"{slabs} slab{'' if slabs == 1 else 's'} of about {reading['slab_mm']:g} mm, the slice thickness the model "
+    text = (
+        f"{slabs} slab{'' if slabs == 1 else 's'} of up to {reading['slab_mm']:g} mm, the slice thickness the model "
         f"was trained on: the {slices} slices are {reading['spacing_mm']:g} mm apart ({how}). Each slice shows its "
         "slab's probability and heat map."
     )
+    if slabs == 1:
+        text += " A single slab is judged like a single image, at the image threshold."
+    return text

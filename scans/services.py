@@ -641,8 +641,9 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
 
 
 # Whatever its keyword, at any depth: person names, dates, times (vendors and newer DICOM editions add such tags,
-# e.g. VerifyingObserverName or DateOfLastCalibration, that no fixed list keeps up with).
-IDENTIFYING_VRS = frozenset({"PN", "DA", "DT", "TM"})
+# e.g. VerifyingObserverName or DateOfLastCalibration, that no fixed list keeps up with), and UN: a tag that
+# pydicom's dictionary does not know, in an implicit-VR file, whose value (a date, a name) cannot be judged.
+IDENTIFYING_VRS = frozenset({"PN", "DA", "DT", "TM", "UN"})
 
 
 def _deidentify(ds: Any) -> None:
@@ -712,9 +713,7 @@ def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[A
     greyscale = imaging.window_dicom(ds, hu)
     slice_check = _slice_check(upload.name, imaging.check_dicom_slice, hu) if check else None
     del hu
-    # pydicom caches the decoded pixels on the dataset; drop them, the encoded PixelData is all we store.
-    if getattr(ds, "_pixel_array", None) is not None:
-        ds._pixel_array = None
+    imaging.release_pixels(ds)  # pydicom caches the decoded pixels; the encoded PixelData is all we store
     return greyscale, slice_check
 
 

@@ -302,6 +302,7 @@ def test_thin_dicom_series_is_read_as_five_mm_slabs_and_says_so(
         "slices_per_slab": 5,
         "averaged_per_slab": 5,
         "thickness_mm": None,
+        "overlap": False,
         "slabs": 3,
         "slices": 15,
     }
@@ -317,7 +318,7 @@ def test_thin_dicom_series_is_read_as_five_mm_slabs_and_says_so(
     from django.urls import reverse
 
     page = clinician_client.get(reverse("results:detail", args=[prediction.pk])).content.decode()
-    assert "3 slabs of about 5 mm" in page and "the 15 slices are 1 mm apart (5 per slab, averaged in HU)" in page
+    assert "3 slabs of up to 5 mm" in page and "the 15 slices are 1 mm apart (5 per slab, averaged in HU)" in page
     api = clinician_client.get(reverse("api:prediction-detail", args=[prediction.pk])).json()
     assert api["slab_reading"]["slabs"] == 3 and len(api["slice_probabilities"]) == 15
 
@@ -332,3 +333,23 @@ def test_series_at_five_mm_is_read_slice_by_slice(case, clinician, upload, model
     prediction = prediction_run(prediction_id=prediction_request(scan=scan, user=clinician).pk)
     assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
     assert prediction.slab_reading == {} and len(set(prediction.slice_probabilities)) > 1
+
+
+def test_a_short_thin_series_read_as_one_slab_shows_its_result(
+    case, clinician, clinician_client, upload, model_version
+):
+    """Three 1 mm slices are one slab (smaller than 5 mm), judged like one image; the page says so (it once failed
+    to render: the description took the short slab for overlapping slices without a thickness)."""
+    from django.urls import reverse
+
+    from tests.bad_uploads import ct_dicom
+
+    files = [upload(ct_dicom(instance=i, size=64), f"short/{i}.dcm") for i in range(1, 4)]
+    scan = scan_ingest(case=case, user=clinician, files=files)
+    prediction = prediction_run(prediction_id=prediction_request(scan=scan, user=clinician).pk)
+    assert prediction.status == PredictionStatus.SUCCEEDED, prediction.error_message
+    assert prediction.slab_reading["slabs"] == 1 and not prediction.slab_reading["overlap"]
+    assert prediction.threshold == pytest.approx(prediction.model_version.card["threshold"])
+    response = clinician_client.get(reverse("results:detail", args=[prediction.pk]))
+    assert response.status_code == 200
+    assert "A single slab is judged like a single image" in response.content.decode()

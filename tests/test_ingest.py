@@ -441,3 +441,22 @@ def test_names_dates_and_times_are_removed_at_any_depth_whatever_their_keyword(c
     assert "VerifyingObserverName" not in nested and "VerificationDateTime" not in nested
     assert nested.VerifyingOrganization == "Hospital"  # not a name, date or time: kept
     assert stored.ImagePositionPatient == ds.ImagePositionPatient and stored.pixel_array.shape == (64, 64)
+
+
+def test_an_unknown_public_tag_in_an_implicit_vr_file_is_removed(case, clinician, upload):
+    """Implicit VR: a public tag that pydicom's dictionary does not know is read as UN, and what it holds (here a
+    date) cannot be judged, so it goes too."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from tests.bad_uploads import ct_dicom
+
+    ds = pydicom.dcmread(io.BytesIO(ct_dicom(size=64)))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.add_new(0x00189FFE, "DA", "20240131")  # not in the dictionary
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=True, little_endian=True)
+    assert pydicom.dcmread(io.BytesIO(buffer.getvalue()))[0x00189FFE].VR == "UN"
+    scan = scan_ingest(case=case, user=clinician, files=[upload(buffer.getvalue(), "implicit.dcm")])
+    with scan.slices.get().file.open("rb") as handle:
+        stored = pydicom.dcmread(handle)
+    assert 0x00189FFE not in stored and stored.pixel_array.shape == (64, 64)

@@ -43,8 +43,9 @@ class PredictionSerializer(serializers.ModelSerializer):
     """The result of one model version on one scan. ``label`` is true for hemorrhage (probability >= threshold);
     ``slice_probabilities`` and ``heatmaps`` are in slice order; ``error`` says why a failed prediction failed.
     ``slab_reading`` is set when a thin-slice DICOM series was read as slabs of the thickness the model was trained
-    on (``slab_mm``, ``spacing_mm``, ``slices_per_slab``, ``slabs``, ``slices``): each slice's probability and heat
-    map are then its slab's. It is empty when the slices were read one by one."""
+    on (``slab_mm``, ``spacing_mm``, ``slices_per_slab``, ``averaged_per_slab``, ``thickness_mm``, ``overlap``,
+    ``slabs``, ``slices``): each slice's probability and heat map are then its slab's. It is empty when the slices
+    were read one by one."""
 
     case = serializers.UUIDField(source="scan.case_id", read_only=True)
     model_version = ModelVersionBriefSerializer(read_only=True)

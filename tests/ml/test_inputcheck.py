@@ -158,6 +158,10 @@ def test_slices_thicker_than_the_model_learnt_are_flagged_not_refused():
     assert some.verdict == "warn" and some.message.startswith("2 of the 6 slices are 7-10 mm thick")
     few = inputcheck.check_scan([head] * 7, slice_thicknesses=[4.0] * 5 + [7.0, None])
     assert few.verdict == "ok" and few.thick_slices == 1 and few.max_slice_thickness_mm == 7.0
+    one_of_three = inputcheck.check_scan([head] * 3, slice_thicknesses=[4.0, 4.0, 7.0])
+    assert one_of_three.message.startswith("1 of the 3 slices is 7 mm thick")
+    single = inputcheck.check_scan([head], slice_thicknesses=[10.0])
+    assert single.message.startswith("The slice is 10 mm thick")
     # Added to another warning, never softening a refusal.
     both = inputcheck.check_scan([bone] * 2 + [head] * 2, slice_thicknesses=[7.5] * 4)
     assert both.message.startswith("2 of the 4 slices") and both.message.endswith(

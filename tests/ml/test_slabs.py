@@ -16,6 +16,9 @@ from tests.phantoms import dicom_bytes, head_phantom_hu
 def test_series_at_the_training_thickness_or_near_it_is_read_slice_by_slice():
     assert slabs.plan([i * 5.0 for i in range(30)]) is None
     assert slabs.plan([i * 3.75 for i in range(30)]) is None  # 5 / 3.75 rounds to one slice per slab
+    # Two slices 3.3 mm apart would make a 6.6 mm slab, thicker than the model over-calls on: slice by slice.
+    assert slabs.plan([i * 3.3 for i in range(30)]) is None
+    assert slabs.plan([i * 3.0 for i in range(30)]).slices_per_slab == 2  # 6 mm, the most allowed
     assert slabs.plan([0.0]) is None
     assert slabs.plan([]) is None
 
@@ -30,9 +33,14 @@ def test_thin_series_is_grouped_in_slabs_of_about_five_mm():
         "slices_per_slab": 5,
         "averaged_per_slab": 5,
         "thickness_mm": None,
+        "overlap": False,
         "slabs": 6,
         "slices": 30,
     }
+    # Half-way values round up (not to even: 2 mm -> 3 slices, 6 mm); otherwise the nearest count (1.2 mm -> 4).
+    assert slabs.plan([i * 2.0 for i in range(12)]).slices_per_slab == 3
+    assert slabs.plan([i * 1.2 for i in range(12)]).slices_per_slab == 4
+    assert slabs.plan([i * 3.2 for i in range(12)]) is None  # 2 slices would be 6.4 mm: never past 6 mm
     # 2.5 mm: two per slab; feet-first (descending positions) reads the same way.
     assert slabs.plan([-i * 2.5 for i in range(6)]).groups == [[0, 1], [2, 3], [4, 5]]
 
@@ -48,8 +56,9 @@ def test_slabs_follow_positions_across_a_gap():
     # 1 mm apart with a 4 mm gap after 4: slabs are 5 mm of position (0-4, 5-9, 10-14 mm), not 5 slices each.
     plan = slabs.plan([0, 1, 2, 3, 4, 8, 9, 10, 11, 12, 13, 14])
     assert plan.groups == [[0, 1, 2, 3, 4], [5, 6], [7, 8, 9, 10, 11]]
-    # No slab holds slices on both sides of a gap wider than a slab.
+    # No slab holds slices on both sides of a gap wider than a slab, a short last one included.
     assert slabs.plan([0, 1, 2, 3, 4, 12, 13, 14, 15, 16]).groups == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert slabs.plan([*range(10), 50.0]).groups == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10]]
 
 
 def test_overlapping_slices_average_only_the_central_ones_that_cover_five_mm():
@@ -68,11 +77,16 @@ def test_describe_says_how_a_series_was_read():
     assert slabs.describe({}) == ""
     text = slabs.describe(slabs.plan([i * 1.0 for i in range(15)]).to_dict())
     assert text.startswith(
-        "3 slabs of about 5 mm, the slice thickness the model was trained on: the 15 slices are 1 mm"
+        "3 slabs of up to 5 mm, the slice thickness the model was trained on: the 15 slices are 1 mm"
     )
     assert "(5 per slab, averaged in HU)" in text and "its slab's probability and heat map" in text
     text = slabs.describe(slabs.plan([i * 2.5 for i in range(8)], thickness_mm=5.0).to_dict())
     assert "5 mm thick and overlap, so only the central 1 of each slab is read" in text
+    # A short series (one slab, smaller than slices_per_slab), with or without a stated thickness: no overlap claimed.
+    for thickness in (None, 1.0):
+        text = slabs.describe(slabs.plan([0.0, 1.0, 2.0], thickness_mm=thickness).to_dict())
+        assert text.startswith("1 slab of up to 5 mm") and "overlap" not in text
+        assert text.endswith("A single slab is judged like a single image, at the image threshold.")
 
 
 @pytest.mark.parametrize(
@@ -140,6 +154,14 @@ def test_slabs_average_in_hu_before_the_window():
     assert windowed_mean[0, 0] < 200, "the test must tell the two averages apart"
 
 
+def test_series_slices_release_each_slice_decoded_pixels():
+    """pydicom keeps decoded pixels on a dataset; a 1000-slice series held as datasets must not keep them all."""
+    for spacing in (1.0, 5.0):  # slabs and slice by slice
+        series = [dicom.read_dataset(dicom_bytes_source(ds)) for ds in _thin_series(6, spacing)]
+        preprocess.series_slices(series, slab_mm=5.0)
+        assert all(getattr(ds, "_pixel_array", None) is None for ds in series), spacing
+
+
 def test_series_of_different_slice_sizes_is_read_slice_by_slice():
     series = [make_ct(np.zeros((8, 8 + i % 2)), position=(0, 0, i * 1.0), instance=i + 1) for i in range(10)]
     slices, plan = preprocess.series_slices(series, slab_mm=5.0)
@@ -194,6 +216,18 @@ def test_predict_cli_reads_a_thin_series_folder_as_slabs(predictor, tmp_path, ca
     line = json.loads(capsys.readouterr().out)
     assert line["n_slices"] == 10 and len(line["slice_probabilities"]) == 10
     assert line["slabs"]["slabs"] == 2 and line["slabs"]["slices_per_slab"] == 5
+    assert line["input_check"]["verdict"] == "ok"
+
+
+def test_predict_cli_flags_thick_slices(predictor, tmp_path, capsys):
+    from ml.predict import main
+
+    for i, ds in enumerate(_thin_series(4, 10.0)):
+        ds.SliceThickness = 10.0
+        (tmp_path / f"{i:02d}.dcm").write_bytes(dicom_bytes(ds))
+    assert main([str(tmp_path)]) == 0
+    check = json.loads(capsys.readouterr().out)["input_check"]
+    assert check["verdict"] == "warn" and check["message"].startswith("The slices are 10 mm thick")
 
 
 def dicom_bytes_source(ds):
