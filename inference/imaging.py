@@ -106,6 +106,11 @@ def release_pixels(ds: Dataset) -> None:
     ml_dicom.release_pixels(ds)
 
 
+def plane_name(ds: Dataset) -> str:
+    """ "localizer", "axial", "coronal", "sagittal", or "" without an orientation (for messages)."""
+    return "localizer" if ml_dicom.is_localizer(ds) else ml_dicom.plane(ds) or ""
+
+
 def not_axial_reason(ds: Dataset) -> str | None:
     """None for an axial slice (or one without orientation), else why the model cannot read it: a localizer
     (scout) or a coronal or sagittal reformat. The model learnt axial slices only."""

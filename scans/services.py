@@ -723,13 +723,14 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
             f"The series has {len(uploads)} slices; at most {settings.HEMO_MAX_SLICES} are accepted.",
             code="too_many_slices",
         )
-    series = set()
+    series: dict[str, list[_Upload]] = {}
     for upload in uploads:
         with _malformed_dicom_refused(upload.name):
-            series.add(str(upload.dataset.get("SeriesInstanceUID", "")))
+            series.setdefault(str(upload.dataset.get("SeriesInstanceUID", "")), []).append(upload)
     if len(series) > 1:
         raise IngestError(
-            f"The upload holds {len(series)} different DICOM series; upload one series at a time.",
+            f"The upload holds {len(series)} different DICOM series ({_series_list(series)}); upload one series at "
+            "a time: the axial one of slices 5 mm thick or thinner.",
             code="several_series",
         )
     seen: set[str] = set()
@@ -756,6 +757,22 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
         **_scan_check(checks, len(uploads), slice_thicknesses=[imaging.slice_thickness(u.dataset) for u in uploads]),
     }
     return prepared, ScanKind.DICOM_SERIES, imaging.modality(first), details
+
+
+def _series_list(series: dict[str, list[_Upload]]) -> str:
+    """The series of a refused upload as people tell them apart: description, slice count, thickness and plane."""
+    parts = []
+    for number, members in enumerate(series.values(), start=1):
+        first = members[0].dataset
+        with _malformed_dicom_refused(members[0].name):
+            description = str(first.get("SeriesDescription", "") or "").strip()[:64] or f"series {number}"
+            thickness = imaging.slice_thickness(first)
+            plane = imaging.plane_name(first)
+        facts = [f"{len(members)} slice{'s' if len(members) != 1 else ''}"]
+        facts += [f"{thickness:g} mm"] if thickness else []
+        facts += [plane] if plane else []
+        parts.append(f"{description}: {', '.join(facts)}")
+    return "; ".join(parts[:8]) + ("; ..." if len(parts) > 8 else "")
 
 
 def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:

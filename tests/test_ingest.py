@@ -203,11 +203,21 @@ def test_two_series_in_one_upload_are_refused(case, clinician, ge_series_paths, 
     ds = pydicom.dcmread(ge_series_paths[1])
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesDescription = "Bone 0.625"
+    ds.SliceThickness = 0.625
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     buffer = io.BytesIO()
     ds.save_as(buffer)
-    files = [upload(ge_series_paths[0]), upload(buffer.getvalue(), name="other.dcm")]
-    with pytest.raises(IngestError, match="2 different DICOM series"):
+    files = [upload(p) for p in ge_series_paths[2:5]] + [upload(buffer.getvalue(), name="other.dcm")]
+    with pytest.raises(IngestError) as refused:
         scan_ingest(case=case, user=clinician, files=files)
+    assert refused.value.code == "several_series"
+    message = refused.value.message
+    assert message.startswith("The upload holds 2 different DICOM series (")
+    # Each series as people tell them apart: description (or its number), slices, thickness, plane.
+    assert ": 3 slices, " in message and "mm, axial" in message
+    assert "Bone 0.625: 1 slice, 0.625 mm, localizer" in message
+    assert message.endswith("upload one series at a time: the axial one of slices 5 mm thick or thinner.")
 
 
 def test_failure_while_writing_leaves_no_files(case, clinician, ge_series_paths, upload, private_files, monkeypatch):
