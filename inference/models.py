@@ -69,8 +69,9 @@ class Prediction(models.Model):
     slice_probabilities = models.JSONField(default=list, blank=True)  # in Slice.index order
     error_message = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True)  # seconds: load, inference, heatmap, total, queue_wait
-    # How a thin-slice DICOM series was read (ml.slabs: slab_mm, spacing_mm, slices_per_slab, slabs, slices); empty
-    # when the model read the slices one by one. With it, each slice's probability and heat map are its slab's.
+    # How a thin-slice DICOM series was read (ml.slabs.SlabPlan.to_dict: slab_mm, spacing_mm, slices_per_slab,
+    # slabs, ...); empty when the model read the slices one by one. With it, each slice's probability and heat map
+    # are its slab's.
     slab_reading = models.JSONField(default=dict, blank=True)
     worker_host = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)

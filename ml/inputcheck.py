@@ -62,10 +62,10 @@ MIN_BRAIN = 0.15
 REFUSE_SCAN = 0.5
 UNUSUAL_SCAN = 1 / 3
 # DICOM slices thicker than this (SliceThickness, mm) are flagged (a scan where at least UNUSUAL_SCAN of its slices
-# are): the model learnt from 5 mm slices, and thicker
-# ones blur the skull edge into the brain. Pairs of held-out 5 mm CT-ICH slices averaged into 10 mm ones raised the
-# series probabilities by 0.27 on average, and 8 of 12 patients without a bleed were called positive (2 at 5 mm;
-# `python -m ml.benchmark density`). 6 mm: 1.2 x the training thickness, not fitted to that result.
+# are): the model learnt from 5 mm slices, and thicker ones blur the skull edge into the brain. Pairs of held-out
+# 5 mm CT-ICH slices averaged into 10 mm ones raised the series probabilities by 0.27 on average, and 8 of 12
+# patients without a bleed were called positive (2 at 5 mm; `python -m ml.benchmark density`). 6 mm: 1.2 x the
+# training thickness, not fitted to that result; ml.slabs never builds a slab thicker either.
 THICK_SLICE_MM = MAX_SLAB_MM
 # A long series is judged on at most this many slices, evenly spaced (the verdict is a fraction of them; about 19 ms
 # a 512 x 512 slice on one CPU core).

@@ -85,19 +85,14 @@ class Predictor:
         if items and not any(isinstance(item, np.ndarray) for item in items):
             result = self.predict_series(items, heatmaps=heatmaps)
         else:
-            slices = [
-                item
-                if isinstance(item, np.ndarray)
-                else preprocess.apply_window(dcm.hu_released(item), *preprocess.MODEL_WINDOW)
-                for item in items
-            ]
+            slices = [item if isinstance(item, np.ndarray) else preprocess.dicom_to_slice(item) for item in items]
             result = self.predict_slices(slices, heatmaps=heatmaps)
         # predict_slices timed the crop/resize/normalise as "load"; add the decoding done here.
         result.timings["load"] = result.timings.get("load", 0.0) + decode_time
         return result
 
     def predict_series(self, datasets: Sequence, *, heatmaps: bool = True) -> ScanResult:
-        """One DICOM series, ordered (`ml.dicom.sort_datasets`). Slices much thinner than the card's ``slab_mm``
+        """One DICOM series, ordered (`ml.dicom.sort_datasets`). Slices much closer than the card's ``slab_mm``
         are read as slabs of about that thickness (`ml.preprocess.series_slices`); each slice then gets its slab's
         probability, heat map and image, and ``slabs`` says how it was read."""
         start = time.perf_counter()

@@ -189,7 +189,7 @@ def series_slices(datasets: Sequence, *, slab_mm: float | None = None) -> tuple[
         plan = None  # slices of different sizes are not one volume to average
     # Each slice's decoded pixels are released once windowed or averaged: only one slab's HU is held at a time.
     if plan is None:
-        return [apply_window(dcm.hu_released(ds), *MODEL_WINDOW) for ds in datasets], None
+        return [dicom_to_slice(ds) for ds in datasets], None
     return [
         apply_window(slabs.mean_image([dcm.hu_released(datasets[i]) for i in group]), *MODEL_WINDOW)
         for group in plan.averaged
@@ -202,8 +202,8 @@ def dicom_to_hu(path: str | Path) -> np.ndarray:
 
 
 def dicom_to_slice(ds) -> np.ndarray:
-    """DICOM dataset -> HU -> model window, uint8."""
-    return apply_window(dcm.to_hu(ds), *MODEL_WINDOW)
+    """DICOM dataset -> HU -> model window, uint8 (the dataset's decoded pixels are not kept: `dcm.hu_released`)."""
+    return apply_window(dcm.hu_released(ds), *MODEL_WINDOW)
 
 
 def _threshold(slice_u8: np.ndarray) -> float:
