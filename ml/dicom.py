@@ -267,6 +267,8 @@ _FRAME_ATTRIBUTES = {
         ("RescaleType", "RescaleType"),
     ),
     "FrameVOILUTSequence": (("WindowCenter", "WindowCenter"), ("WindowWidth", "WindowWidth")),
+    # Enhanced CT says per frame what it is (FrameType ORIGINAL\\PRIMARY\\LOCALIZER\\NONE for a scout frame).
+    "CTImageFrameTypeSequence": (("FrameType", "ImageType"),),
 }
 
 

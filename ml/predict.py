@@ -234,26 +234,31 @@ def main(argv=None) -> int:
     for path in args.paths:
         try:
             series = preprocess.dicom_series(path)
-            if series is not None:  # a DICOM series or multi-frame file: thin slices are read as slabs
+            if series is not None:  # DICOM: one file, a multi-frame file or a folder; thin slices read as slabs
                 datasets, names = series
                 not_axial = [n for ds, n in zip(datasets, names, strict=True) if not dcm.is_axial_slice(ds)]
                 if not_axial:
                     raise ValueError(f"not axial slices (a localizer or a reformat): {', '.join(not_axial[:3])}")
                 thicknesses = [dcm.first_value(ds.get("SliceThickness")) for ds in datasets]
-                slices, colours = [preprocess.dicom_to_slice(ds) for ds in datasets], [0.0] * len(datasets)
+                # The input check looks at the slices the platform's does (evenly spaced in a long series). pydicom
+                # keeps their decoded pixels for predict_series, which releases them: each slice is decoded once.
+                checks = [
+                    inputcheck.check_slice(preprocess.apply_window(dcm.to_hu(datasets[i]), *preprocess.MODEL_WINDOW))
+                    for i in inputcheck.slices_to_check(len(datasets))
+                ]
                 result = predictor.predict_series(datasets, heatmaps=False)
             else:
                 slices, names, colours = preprocess.read_scan(path)
                 thicknesses = []
+                checks = [inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)]
                 result = predictor.predict_slices(slices, heatmaps=False)
-            checks = [inputcheck.check_slice(s, colour=c) for s, c in zip(slices, colours, strict=True)]
             line = {
                 "path": str(path),
                 "model_version": predictor.version,
-                "n_slices": len(slices),
+                "n_slices": len(names),
                 "slices": names,
                 **result.to_dict(),
-                "input_check": inputcheck.check_scan(checks, slice_thicknesses=thicknesses).to_dict(),
+                "input_check": inputcheck.check_scan(checks, total=len(names), slice_thicknesses=thicknesses).to_dict(),
             }
         except (OSError, ValueError) as exc:
             line, status = {"path": str(path), "error": str(exc)}, 1

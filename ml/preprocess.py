@@ -309,22 +309,21 @@ def _folder_files(path: Path) -> list[Path]:
 
 
 def dicom_series(path: str | Path) -> tuple[list, list[str]] | None:
-    """The ordered DICOM datasets (and slice names) of a multi-frame DICOM file or of a folder's DICOM files; None
-    for a picture, a single-frame file, or a folder without DICOM. Files that are not DICOM are passed over."""
+    """The ordered DICOM datasets (and slice names) of a DICOM file (a multi-frame one gives its frames) or of a
+    folder's DICOM files; None for a picture or a folder without DICOM. Files that are not DICOM are passed over."""
     path = Path(path)
     if path.is_file():
-        frames = _multi_frame(path)
+        frames = _dicom_frames(path)
         if not frames:
             return None
+        if len(frames) == 1:
+            return frames, [path.name]
         order = dcm.sort_datasets(frames)
         return [frames[i] for i in order], [f"{path.name} frame {i + 1}" for i in order]
     datasets, names = [], []
     for p in _folder_files(path):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            continue
-        try:
-            frames = dcm.split_frames(dcm.read_dataset(p))
-        except dcm.DicomError:
+        frames = _dicom_frames(p)
+        if not frames:
             continue
         datasets += frames
         names += [p.name] if len(frames) == 1 else [f"{p.name} frame {i + 1}" for i in range(len(frames))]
@@ -334,17 +333,16 @@ def dicom_series(path: str | Path) -> tuple[list, list[str]] | None:
     return [datasets[i] for i in order], [names[i] for i in order]
 
 
-def _multi_frame(path: Path) -> list | None:
-    """The frames of a multi-frame DICOM file as single-frame datasets (`ml.dicom.split_frames`), else None."""
+def _dicom_frames(path: Path) -> list | None:
+    """A DICOM file as single-frame datasets (a multi-frame one split, `ml.dicom.split_frames`); None for a
+    picture or a file that is not DICOM. A DICOM file whose frames cannot be split raises (DicomError)."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return None
     try:
-        header = dcm.read_dataset(path, stop_before_pixels=True)
+        ds = dcm.read_dataset(path)
     except dcm.DicomError:
         return None
-    if dcm.frame_count(header) <= 1:
-        return None
-    return dcm.split_frames(dcm.read_dataset(path))
+    return dcm.split_frames(ds)
 
 
 def load_many(sources: Sequence[str | Path | BinaryIO]) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import re
 import stat
 import warnings
@@ -730,7 +731,7 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
     if len(series) > 1:
         raise IngestError(
             f"The upload holds {len(series)} different DICOM series ({_series_list(series)}); upload one series at "
-            "a time: the axial one of slices 5 mm thick or thinner.",
+            "a time: the axial one, of slices 5 mm thick or thinner where the study has a choice.",
             code="several_series",
         )
     seen: set[str] = set()
@@ -760,19 +761,35 @@ def _prepare_dicom(uploads: list[_Upload]) -> tuple[list[_PreparedSlice], str, s
 
 
 def _series_list(series: dict[str, list[_Upload]]) -> str:
-    """The series of a refused upload as people tell them apart: description, slice count, thickness and plane."""
+    """The series of a refused upload as people tell them apart: description, slice count, thickness and plane.
+    Best effort: a tag that cannot be read is left out of the list, so the refusal stays "several series" (the
+    slices' own faults are reported once there is one series to read)."""
     parts = []
-    for number, members in enumerate(series.values(), start=1):
+    for number, members in enumerate(list(series.values())[:8], start=1):
         first = members[0].dataset
-        with _malformed_dicom_refused(members[0].name):
-            description = str(first.get("SeriesDescription", "") or "").strip()[:64] or f"series {number}"
-            thickness = imaging.slice_thickness(first)
-            plane = imaging.plane_name(first)
+        description = _readable(lambda ds: _one_line(ds.get("SeriesDescription")), first, "")[:64] or f"series {number}"
+        thickness = _readable(imaging.slice_thickness, first, None)
+        plane = _readable(imaging.plane_name, first, "")
         facts = [f"{len(members)} slice{'s' if len(members) != 1 else ''}"]
-        facts += [f"{thickness:g} mm"] if thickness else []
+        facts += [f"{thickness:g} mm"] if thickness is not None and math.isfinite(thickness) and thickness > 0 else []
         facts += [plane] if plane else []
         parts.append(f"{description}: {', '.join(facts)}")
-    return "; ".join(parts[:8]) + ("; ..." if len(parts) > 8 else "")
+    return "; ".join(parts) + ("; ..." if len(series) > 8 else "")
+
+
+def _readable(read: Any, ds: Any, default: Any) -> Any:
+    """``read(ds)``, or ``default`` where a malformed tag makes pydicom (or the arithmetic on it) fail."""
+    try:
+        return read(ds)
+    except Exception:  # noqa: BLE001 - any fault of one tag only drops that fact from a message
+        return default
+
+
+def _one_line(value: Any) -> str:
+    """A tag value for a one-line message: the first of several values, control characters as spaces."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):  # a MultiValue too
+        value = value[0] if len(value) else ""
+    return " ".join(str(value if value is not None else "").split())
 
 
 def _dicom_prepared(upload: _Upload, greyscale: Any) -> _PreparedSlice:

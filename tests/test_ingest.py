@@ -199,25 +199,56 @@ def test_upload_over_the_size_limit_is_refused(settings, case, clinician, ge_ser
     _assert_nothing_stored(before, private_files)
 
 
-def test_two_series_in_one_upload_are_refused(case, clinician, ge_series_paths, upload):
+def _refused_with_another_series(case, clinician, ge_series_paths, upload, slices: int, edit) -> IngestError:
+    """The refusal of ``slices`` GE slices uploaded beside one slice of another series (``edit`` makes it so)."""
     ds = pydicom.dcmread(ge_series_paths[1])
     ds.SeriesInstanceUID = pydicom.uid.generate_uid()
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.SeriesDescription = "Bone 0.625"
-    ds.SliceThickness = 0.625
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    edit(ds)
     buffer = io.BytesIO()
     ds.save_as(buffer)
-    files = [upload(p) for p in ge_series_paths[2:5]] + [upload(buffer.getvalue(), name="other.dcm")]
+    files = [upload(p) for p in ge_series_paths[2 : 2 + slices]] + [upload(buffer.getvalue(), name="other.dcm")]
     with pytest.raises(IngestError) as refused:
         scan_ingest(case=case, user=clinician, files=files)
-    assert refused.value.code == "several_series"
-    message = refused.value.message
+    return refused.value
+
+
+def test_two_series_in_one_upload_are_refused(case, clinician, ge_series_paths, upload):
+    def localizer(ds):
+        ds.SeriesDescription = "Bone 0.625"
+        ds.SliceThickness = 0.625
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+
+    refused = _refused_with_another_series(case, clinician, ge_series_paths, upload, 3, localizer)
+    assert refused.code == "several_series"
+    message = refused.message
     assert message.startswith("The upload holds 2 different DICOM series (")
     # Each series as people tell them apart: description (or its number), slices, thickness, plane.
     assert ": 3 slices, " in message and "mm, axial" in message
     assert "Bone 0.625: 1 slice, 0.625 mm, localizer" in message
-    assert message.endswith("upload one series at a time: the axial one of slices 5 mm thick or thinner.")
+    assert message.endswith(
+        "upload one series at a time: the axial one, of slices 5 mm thick or thinner where the study has a choice."
+    )
+
+
+def test_several_series_refusal_survives_a_malformed_tag_in_one_of_them(case, clinician, ge_series_paths, upload):
+    # A PACS export with one damaged series must still be refused as "several series" (what the user can act on),
+    # the unreadable facts left out of the list and a two-line description kept on one line.
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    def damaged(ds):
+        for keyword, vr, value in (
+            ("ImageOrientationPatient", "DS", b"a\\b\\c\\d\\e\\f "),
+            ("SliceThickness", "DS", b"x.y "),
+            ("SeriesDescription", "LO", b"Bone\r\nHead"),
+        ):
+            tag = Tag(keyword)
+            ds[tag] = RawDataElement(tag, vr, len(value), value, 0, False, True)
+
+    refused = _refused_with_another_series(case, clinician, ge_series_paths, upload, 2, damaged)
+    assert refused.code == "several_series"
+    assert "; Bone Head: 1 slice)" in refused.message
 
 
 def test_failure_while_writing_leaves_no_files(case, clinician, ge_series_paths, upload, private_files, monkeypatch):

@@ -258,6 +258,25 @@ def test_enhanced_ct_is_split_into_ordered_ct_slices(tmp_path, compress):
     assert all(np.array_equal(a, b) for a, b in zip(preprocess.load_scan(folder)[0], slices, strict=True))
 
 
+def test_enhanced_ct_frame_type_says_which_frame_is_a_localizer():
+    # Enhanced CT states per frame what it is (CTImageFrameTypeSequence > FrameType); a split frame must keep it as
+    # its ImageType, or a scout frame would be read (or refused as a reformat) as if it were a slice.
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.phantoms import enhanced_ct
+
+    ds = enhanced_ct(_phantom_series(3))
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "MIXED"]
+    for index, frame_type in enumerate(("LOCALIZER", "AXIAL", "AXIAL")):
+        item = Dataset()
+        item.FrameType = ["ORIGINAL", "PRIMARY", frame_type, "NONE"]
+        ds.PerFrameFunctionalGroupsSequence[index].CTImageFrameTypeSequence = Sequence([item])
+    frames = dicom.split_frames(dicom.read_dataset(io.BytesIO(dicom_bytes(ds))))
+    assert [dicom.is_localizer(f) for f in frames] == [True, False, False]
+    assert [dicom.is_axial_slice(f) for f in frames] == [False, True, True]
+
+
 def test_multi_frame_limits_are_checked_before_decoding():
     from tests.phantoms import enhanced_ct
 

@@ -244,3 +244,20 @@ def test_predict_cli_refuses_a_coronal_reformat(predictor, tmp_path, capsys):
         (tmp_path / f"{i}.dcm").write_bytes(dicom_bytes(ds))
     assert main([str(tmp_path)]) == 1
     assert "not axial slices" in json.loads(capsys.readouterr().out)["error"]
+
+
+@pytest.mark.parametrize("kind", ["scout", "coronal"])
+def test_predict_cli_refuses_a_single_file_that_is_no_axial_slice(predictor, tmp_path, capsys, kind):
+    from ml.predict import main
+
+    axial = make_ct(head_phantom_hu(32, seed=1), position=(0.0, 0.0, 0.0))
+    other = make_ct(head_phantom_hu(32, seed=2), position=(0.0, 0.0, 0.0), orientation=(1, 0, 0, 0, 0, -1))
+    if kind == "scout":
+        other = make_ct(head_phantom_hu(32, seed=2), position=(0.0, 0.0, 0.0))
+        other.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    (tmp_path / "axial.dcm").write_bytes(dicom_bytes(axial))
+    (tmp_path / "other.dcm").write_bytes(dicom_bytes(other))
+    assert main([str(tmp_path / "other.dcm"), str(tmp_path / "axial.dcm")]) == 1
+    refused, scored = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert refused["error"] == "not axial slices (a localizer or a reformat): other.dcm"
+    assert scored["n_slices"] == 1 and scored["slices"] == ["axial.dcm"] and 0 <= scored["probability"] <= 1
