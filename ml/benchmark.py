@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ml import data as mldata
+from ml import dicom as dcm
 from ml import metrics, paths, preprocess
 
 RESULTS_DIR = paths.REPO_ROOT / "bench" / "results"
@@ -718,6 +719,69 @@ def densify(slices: Sequence[np.ndarray], factor: int) -> list[np.ndarray]:
     return out + [slices[-1]]
 
 
+# What a windowed picture's clipped greys stand for when HU are restored (`restore_hu`): air and bone.
+RESTORED_AIR_HU, RESTORED_BONE_HU = -1000.0, 1000.0
+
+
+def restore_hu(u8: np.ndarray, window: tuple[float, float] = preprocess.MODEL_WINDOW) -> np.ndarray:
+    """HU from a slice windowed at ``window`` (float32): the greys inside the window mapped back linearly, 0 taken
+    as air and 255 as bone (``RESTORED_*_HU``), so that averaging slices mixes bone with brain as a scanner does
+    (white), not as two greys do (a blood-like grey)."""
+    center, width = window
+    hu = np.float32(center - width / 2.0) + u8.astype(np.float32) * np.float32(width / 255.0)
+    hu[u8 == 0] = RESTORED_AIR_HU
+    hu[u8 == 255] = RESTORED_BONE_HU
+    return hu
+
+
+def densify_hu(slices: Sequence[np.ndarray], factor: int) -> list[np.ndarray]:
+    """`densify` in HU restored from the window (`restore_hu`), then windowed again: the interpolated slices mix bone
+    with brain as a scanner's thin reconstruction would."""
+    restored = [restore_hu(u8) for u8 in slices]
+    out = []
+    for a, b in zip(restored[:-1], restored[1:], strict=True):
+        out += [
+            preprocess.apply_window(a + (b - a) * np.float32(k / factor), *preprocess.MODEL_WINDOW)
+            for k in range(factor)
+        ]
+    return out + [slices[-1]]
+
+
+def _hu_averaged(hus: Sequence[np.ndarray]) -> np.ndarray:
+    from ml import slabs
+
+    return preprocess.apply_window(slabs.mean_image(hus), *preprocess.MODEL_WINDOW)
+
+
+def _density_real_hu(predictor, data_dir: Path) -> dict:
+    """The GE series (real HU, one head, no labels): neighbouring pairs averaged in HU (as a scanner would), in the
+    window (as the JPG simulations do) and in HU restored from the window (`restore_hu`), each scored as a series."""
+    folder = data_dir / "dicom" / "ge_head_series"
+    datasets = dcm.read_series(sorted(folder.glob("*.dcm")))
+    hus = [dcm.to_hu(ds) for ds in datasets]
+    windowed = [preprocess.apply_window(hu, *preprocess.MODEL_WINDOW) for hu in hus]
+    pairs = list(zip(range(0, len(hus) - 1, 2), range(1, len(hus), 2), strict=True))
+    series = {
+        "as stored, slice by slice": windowed,
+        "pairs averaged in HU": [_hu_averaged([hus[a], hus[b]]) for a, b in pairs],
+        "pairs averaged in the window": [
+            np.rint((windowed[a].astype(np.float32) + windowed[b]) / 2).astype(np.uint8) for a, b in pairs
+        ],
+        "pairs averaged in restored HU": [
+            _hu_averaged([restore_hu(windowed[a]), restore_hu(windowed[b])]) for a, b in pairs
+        ],
+    }
+    out = {"series": folder.name, "slices": len(hus), "pairs": len(pairs)}
+    for name, slices in series.items():
+        result = predictor.predict_slices(slices, heatmaps=False)
+        out[name] = {
+            "probability": round(result.probability, 4),
+            "mean_slice_probability": round(float(np.mean(result.slice_probabilities)), 4),
+            "max_slice_probability": round(float(np.max(result.slice_probabilities)), 4),
+        }
+    return out
+
+
 def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_FACTORS) -> dict:
     """Does the shipped model's answer depend on how thin the slices are? The CT-ICH patients held out from its
     training (validation and test splits of its card), each 5 mm series also scored made ``factor`` times denser,
@@ -762,9 +826,17 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
         pairs_p = [p for p in result.slice_probabilities for _ in range(2)]
         pairs_p += pairs_p[-1:] * (len(original) - len(pairs_p))  # an odd last slice takes the last pair's
         add("10 mm (5 mm pairs averaged)", scan, result.probability, pairs_p)
+        # The same in HU restored from the window (`restore_hu`), as a scanner averages: bone with brain is white.
+        restored = [restore_hu(u8) for u8 in original]
+        thick = [_hu_averaged(pair) for pair in zip(restored[0::2], restored[1::2], strict=False)]
+        result = predictor.predict_slices(thick, heatmaps=False)
+        pairs_p = [p for p in result.slice_probabilities for _ in range(2)]
+        pairs_p += pairs_p[-1:] * (len(original) - len(pairs_p))
+        add("10 mm (5 mm pairs averaged in HU)", scan, result.probability, pairs_p)
         for factor in factors:
             for simulation, dense in (
                 ("interpolated", densify(original, factor)),
+                ("interpolated in HU", densify_hu(original, factor)),
                 ("each slice repeated", [u8 for u8 in original for _ in range(factor)]),
             ):
                 name = f"{slab_mm / factor:g} mm ({simulation})"
@@ -774,7 +846,11 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
                 if plan is None:
                     raise RuntimeError(f"no slab plan for {factor} times denser slices")
                 slab_plans[factor] = plan.to_dict()
-                thick = [np.rint(slabs.mean_image([dense[i] for i in g])).astype(np.uint8) for g in plan.groups]
+                if simulation == "interpolated in HU":  # slabs as `ml.preprocess.series_slices` makes them
+                    hus = [restore_hu(u8) for u8 in dense]
+                    thick = [_hu_averaged([hus[i] for i in g]) for g in plan.groups]
+                else:
+                    thick = [np.rint(slabs.mean_image([dense[i] for i in g])).astype(np.uint8) for g in plan.groups]
                 result = predictor.predict_slices(thick, heatmaps=False)
                 add(
                     f"{name}, read as {slab_mm:g} mm slabs",
@@ -791,6 +867,8 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
         "series_threshold": series_t,
         "slab_mm": slab_mm,
         "slab_plans": {str(k): v for k, v in slab_plans.items()},
+        "restored_hu": {"air": RESTORED_AIR_HU, "bone": RESTORED_BONE_HU},
+        "real_hu_check": _density_real_hu(predictor, data_dir or paths.data_dir(required=True)),
         "readings": {},
     }
     for name, row in readings.items():

@@ -62,10 +62,11 @@ MIN_BRAIN = 0.15
 REFUSE_SCAN = 0.5
 UNUSUAL_SCAN = 1 / 3
 # DICOM slices thicker than this (SliceThickness, mm) are flagged (a scan where at least UNUSUAL_SCAN of its slices
-# are): the model learnt from 5 mm slices, and thicker ones blur the skull edge into the brain. Pairs of held-out
-# 5 mm CT-ICH slices averaged into 10 mm ones raised the series probabilities by 0.27 on average, and 8 of 12
-# patients without a bleed were called positive (2 at 5 mm; `python -m ml.benchmark density`). 6 mm: 1.2 x the
-# training thickness, not fitted to that result; ml.slabs never builds a slab thicker either.
+# are): the model learnt from 5 mm slices, and thicker ones average a small bleed with the brain around it. Pairs of
+# held-out 5 mm CT-ICH slices averaged in HU into 10 mm ones (as a scanner would) lowered the series probabilities
+# by 0.06 on average and 3 of 8 bleeding patients were missed (0 at 5 mm; `python -m ml.benchmark density`; an
+# earlier simulation averaged the windowed JPGs and drew a blood-grey rim at the skull, which over-called). 6 mm:
+# 1.2 x the training thickness, not fitted to either result; ml.slabs never builds a slab thicker either.
 THICK_SLICE_MM = MAX_SLAB_MM
 # A long series is judged on at most this many slices, evenly spaced (the verdict is a fraction of them; about 19 ms
 # a 512 x 512 slice on one CPU core).
@@ -239,8 +240,8 @@ def check_scan(
             which = f"{len(thick)} of the {n_stated} slices {'is' if len(thick) == 1 else 'are'}"
         size = f"{thick[0]:g}" if thick[0] == thick[-1] else f"{thick[0]:g}-{thick[-1]:g}"
         note = (
-            f"{which} {size} mm thick; the model learnt from 5 mm slices and calls hemorrhage too often on thicker "
-            "ones. Read a positive result with caution."
+            f"{which} {size} mm thick; the model learnt from 5 mm slices and misses more bleeds on thicker ones, "
+            "where a small bleed is averaged with the brain around it. Read a negative result with caution."
         )
         verdict, message = "warn", f"{message} {note}" if message else note
     return ScanCheck(

@@ -10,10 +10,10 @@ slice repeated five times (the longer sequence alone) raised the series probabil
 So a DICOM series whose slices are much closer than ``SLAB_MM`` is read as consecutive slabs of about ``SLAB_MM``:
 the mean in HU of the slices in each slab (what a scanner's thick reconstruction of the same data gives), windowed
 like any DICOM slice. Each slice then takes its slab's probability and heat map. No slab is thicker than
-``MAX_SLAB_MM`` (thicker slices make the model over-call: `ml.inputcheck.THICK_SLICE_MM`), and where slices overlap
-(thicker than their spacing) only as many central slices of a slab are averaged as cover ``SLAB_MM``. A series more
-than 3 mm apart (two slices would make a slab over 6 mm), pictures without positions and single slices are read as
-they are.
+``MAX_SLAB_MM`` (on thicker slices the model misses more bleeds: `ml.inputcheck.THICK_SLICE_MM`), and where slices
+overlap (thicker than their spacing) only as many central slices of a slab are averaged as cover ``SLAB_MM``. A
+series more than 3 mm apart (two slices would make a slab over 6 mm), pictures without positions and single slices
+are read as they are.
 """
 
 from __future__ import annotations

@@ -427,7 +427,8 @@ def test_enhanced_ct_with_more_frames_than_slices_allowed_is_refused(case, clini
 
 @pytest.mark.parametrize("thickness, verdict", [(10.0, "warn"), (5.0, "ok")])
 def test_a_series_of_thick_slices_is_analysed_with_a_warning(case, clinician, upload, thickness, verdict):
-    """The model learnt from 5 mm slices and over-calls on thicker ones: a 10 mm series is accepted and flagged."""
+    """The model learnt from 5 mm slices and misses more bleeds on thicker ones: a 10 mm series is accepted and
+    flagged."""
     from tests.bad_uploads import ct_dicom
 
     files = [

@@ -165,8 +165,8 @@ def test_slices_thicker_than_the_model_learnt_are_flagged_not_refused():
     # Added to another warning, never softening a refusal.
     both = inputcheck.check_scan([bone] * 2 + [head] * 2, slice_thicknesses=[7.5] * 4)
     assert both.message.startswith("2 of the 4 slices") and both.message.endswith(
-        "The slices are 7.5 mm thick; the model learnt from 5 mm slices and calls hemorrhage too often on thicker "
-        "ones. Read a positive result with caution."
+        "The slices are 7.5 mm thick; the model learnt from 5 mm slices and misses more bleeds on thicker ones, "
+        "where a small bleed is averaged with the brain around it. Read a negative result with caution."
     )
     assert inputcheck.check_scan([blank] * 3 + [head], slice_thicknesses=[10.0] * 4).verdict == "refuse"
 

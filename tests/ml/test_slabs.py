@@ -16,7 +16,7 @@ from tests.phantoms import dicom_bytes, head_phantom_hu
 def test_series_at_the_training_thickness_or_near_it_is_read_slice_by_slice():
     assert slabs.plan([i * 5.0 for i in range(30)]) is None
     assert slabs.plan([i * 3.75 for i in range(30)]) is None  # 5 / 3.75 rounds to one slice per slab
-    # Two slices 3.3 mm apart would make a 6.6 mm slab, thicker than the model over-calls on: slice by slice.
+    # Two slices 3.3 mm apart would make a 6.6 mm slab, over MAX_SLAB_MM: read slice by slice.
     assert slabs.plan([i * 3.3 for i in range(30)]) is None
     assert slabs.plan([i * 3.0 for i in range(30)]).slices_per_slab == 2  # 6 mm, the most allowed
     assert slabs.plan([0.0]) is None
@@ -261,3 +261,21 @@ def test_predict_cli_refuses_a_single_file_that_is_no_axial_slice(predictor, tmp
     refused, scored = (json.loads(line) for line in capsys.readouterr().out.splitlines())
     assert refused["error"] == "not axial slices (a localizer or a reformat): other.dcm"
     assert scored["n_slices"] == 1 and scored["slices"] == ["axial.dcm"] and 0 <= scored["probability"] <= 1
+
+
+def test_restored_hu_round_trips_the_window_and_averages_bone_with_brain_as_a_scanner():
+    # The density benchmark's thick and interpolated slices of CT-ICH's windowed JPGs are made in HU restored from
+    # the window: averaging the greys of bone (255) and brain would draw a blood-density grey a scanner never does.
+    from ml.benchmark import densify_hu, restore_hu
+
+    hu = np.array([[-1000.0, -20.0, 0.0, 35.0, 70.0, 100.0, 1200.0]])
+    u8 = preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)
+    assert np.array_equal(preprocess.apply_window(restore_hu(u8), *preprocess.MODEL_WINDOW), u8)
+    bone, brain = np.full((2, 2), 255, np.uint8), np.full((2, 2), 117, np.uint8)  # 117: about 35 HU
+    as_greys = (bone.astype(np.float32) + brain) / 2
+    assert 50 <= -20 + as_greys[0, 0] * 120 / 255 <= 90  # blood density
+    in_hu = preprocess.apply_window(slabs.mean_image([restore_hu(bone), restore_hu(brain)]), *preprocess.MODEL_WINDOW)
+    assert (in_hu == 255).all()
+    dense = densify_hu([brain, bone], 4)
+    assert len(dense) == 5 and np.array_equal(dense[0], brain) and np.array_equal(dense[-1], bone)
+    assert all((d == 255).all() for d in dense[1:])  # a quarter of bone in HU is already over the window
