@@ -67,6 +67,12 @@ def frame_count(ds: Dataset) -> int:
     return ml_dicom.frame_count(ds)
 
 
+def has_functional_groups(ds: Dataset) -> bool:
+    """Whether the dataset keeps its geometry and rescale in functional groups (``ml.dicom.has_functional_groups``),
+    so even a single frame must go through `split_frames`."""
+    return ml_dicom.has_functional_groups(ds)
+
+
 def split_frames(ds: Dataset, **limits: int | None) -> list[Dataset]:
     """A multi-frame CT (Enhanced CT: one file for a whole series) as single-frame CT datasets
     (``ml.dicom.split_frames``, whose limits these are): each frame with its own geometry, rescale and UID."""

@@ -789,8 +789,10 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
     HU). There is no real thin-slice series with labels here, so density is simulated two ways, each flawed:
     interpolated (`densify`: blends of two slices 5 mm apart, so its slabs are blurred over about 10 mm, with a
     doubled skull edge) and each slice repeated (isolates the longer sequence; its slabs are the originals
-    exactly). Thicker slices are made as a scanner would: neighbouring pairs of 5 mm slices averaged into 10 mm ones
-    (slice AUC then gives each original slice its pair's probability). Slice AUC is read at the original slices;
+    exactly). Thicker slices: neighbouring pairs of 5 mm slices averaged into 10 mm ones (slice AUC then gives each
+    original slice its pair's probability). Each blend is made twice: of the windowed greys (which turns bone beside
+    brain into a blood-like grey) and in HU restored from the window (`restore_hu`), as a scanner would; the GE
+    series checks the restoration against real HU (`_density_real_hu`). Slice AUC is read at the original slices;
     labels at the card's series threshold are compared with the original series' labels."""
     from ml import slabs
     from ml.predict import Predictor
@@ -846,7 +848,7 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
                 if plan is None:
                     raise RuntimeError(f"no slab plan for {factor} times denser slices")
                 slab_plans[factor] = plan.to_dict()
-                if simulation == "interpolated in HU":  # slabs as `ml.preprocess.series_slices` makes them
+                if simulation == "interpolated in HU":  # slabs in HU, as `ml.preprocess.series_slices` makes them
                     hus = [restore_hu(u8) for u8 in dense]
                     thick = [_hu_averaged([hus[i] for i in g]) for g in plan.groups]
                 else:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -190,11 +191,16 @@ def plane(ds: Dataset) -> str | None:
     return None if normal is None else PLANES[int(np.argmax(np.abs(normal)))]
 
 
+def _values(value) -> list:
+    """A tag value as a list of its values (a single value as a list of one; none as an empty list)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+
+
 def is_localizer(ds: Dataset) -> bool:
     """A scout / topogram (ImageType holds LOCALIZER): a projection for planning, not a slice."""
-    image_type = ds.get("ImageType")
-    values = image_type if isinstance(image_type, (list, tuple, MultiValue)) else [image_type]
-    return any(str(v).strip().upper() == "LOCALIZER" for v in values if v is not None)
+    return any(str(v).strip().upper() == "LOCALIZER" for v in _values(ds.get("ImageType")) if v is not None)
 
 
 def is_axial_slice(ds: Dataset) -> bool:
@@ -280,14 +286,31 @@ def frame_count(ds: Dataset) -> int:
         raise DicomError("NumberOfFrames must be one number") from exc
 
 
-def _frame_group(ds: Dataset, index: int, name: str) -> Dataset | None:
-    """Functional group `name` of frame `index`: its own (per-frame) item, else the shared one, else None."""
+def has_functional_groups(ds: Dataset) -> bool:
+    """Enhanced CT and other multi-frame classes keep geometry, rescale and frame type in functional groups, even
+    for a single frame: such a dataset must be flattened (`split_frames`) before it is read."""
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+def _is_16_bit_grey(ds: Dataset) -> bool:
+    try:
+        return int(ds.get("SamplesPerPixel", 1) or 1) == 1 and int(ds.get("BitsAllocated", 16) or 16) == 16
+    except (TypeError, ValueError):
+        return False
+
+
+def _frame_value(ds: Dataset, index: int, group: str, name: str) -> DataElement | None:
+    """Attribute `name` of functional group `group` for frame `index`: from the frame's own (per-frame) item where
+    it is there, else from the shared one, else None."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     shared = ds.get("SharedFunctionalGroupsSequence") or []
     for item in ([per_frame[index]] if index < len(per_frame) else []) + list(shared[:1]):
-        inner = item.get(name)
-        if inner:
-            return inner[0]
+        inner = item.get(group)
+        if inner and name in inner[0]:
+            element = inner[0][name]
+            # A FrameType without its third value (what the frame is: AXIAL, LOCALIZER) says nothing to keep.
+            if name != "FrameType" or len(_values(element.value)) >= 3:
+                return element
     return None
 
 
@@ -303,13 +326,14 @@ def split_frames(
     window from the functional groups (Enhanced CT) into the classic attributes, gets its own SOPInstanceUID (derived
     from the file's and the frame number) and InstanceNumber (the frame number), and holds its frame's pixels
     uncompressed (Explicit VR Little Endian). Enhanced CT becomes CT Image Storage. A single-frame dataset comes back
-    as is. Frames are decoded one at a time; more than `max_frames` frames, more than `max_pixels` samples in one
+    as is, unless it holds functional groups (a single-frame Enhanced CT), which are flattened the same way. Frames
+    are decoded one at a time; more than `max_frames` frames, more than `max_pixels` samples in one
     frame or more than `max_total_pixels` in all is refused from the header (DicomTooLarge), and so is a per-frame
     functional group sequence whose length is not the number of frames (DicomError: frames would lose their position
     or rescale)."""
     frames = frame_count(ds)
-    if frames <= 1:
-        return [ds]
+    if frames <= 1 and not (has_functional_groups(ds) and _is_16_bit_grey(ds)):
+        return [ds]  # a classic slice, or a single frame this cannot flatten: read (or refused) as it is
     try:
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
@@ -352,10 +376,10 @@ def split_frames(
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         frame = FileDataset("", copy.deepcopy(base), file_meta=meta, preamble=b"\0" * 128)
         for group, pairs in _FRAME_ATTRIBUTES.items():
-            item = _frame_group(ds, index, group)
             for inner, classic in pairs:
-                if item is not None and inner in item:
-                    setattr(frame, classic, copy.deepcopy(item[inner].value))
+                element = _frame_value(ds, index, group, inner)
+                if element is not None:
+                    setattr(frame, classic, copy.deepcopy(element.value))
         # "/" never occurs in a UID, so no other file's frame derives the same one ("1.2.3" frame 11, "1.2.31" frame 1).
         uid = generate_uid(entropy_srcs=[f"{source_uid}/frame/{index}"])
         frame.SOPClassUID = meta.MediaStorageSOPClassUID = sop_class

@@ -323,12 +323,15 @@ def dicom_series(path: str | Path) -> tuple[list, list[str]] | None:
     datasets, names = [], []
     for p in _folder_files(path):
         frames = _dicom_frames(p)
-        if not frames:
+        if not frames or "PixelData" not in frames[0]:  # not DICOM, or no image (a DICOMDIR, a report)
             continue
         datasets += frames
         names += [p.name] if len(frames) == 1 else [f"{p.name} frame {i + 1}" for i in range(len(frames))]
     if not datasets:
         return None
+    series = {str(ds.get("SeriesInstanceUID", "") or "") for ds in datasets}
+    if len(series) > 1:
+        raise ValueError(f"{path}: holds {len(series)} DICOM series; give one series per folder")
     order = dcm.sort_datasets(datasets)
     return [datasets[i] for i in order], [names[i] for i in order]
 
@@ -342,7 +345,10 @@ def _dicom_frames(path: Path) -> list | None:
         ds = dcm.read_dataset(path)
     except dcm.DicomError:
         return None
-    return dcm.split_frames(ds)
+    try:
+        return dcm.split_frames(ds)
+    except dcm.DicomError as exc:
+        raise type(exc)(f"{path.name}: {exc}") from exc
 
 
 def load_many(sources: Sequence[str | Path | BinaryIO]) -> list[np.ndarray]:

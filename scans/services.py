@@ -497,7 +497,9 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
         )
     out: list[_Upload] = []
     for upload, count in zip(uploads, counts, strict=True):
-        if count <= 1:
+        with _malformed_dicom_refused(upload.name):
+            flat = count <= 1 and (upload.kind != "dicom" or not imaging.has_functional_groups(upload.dataset))
+        if flat:
             out.append(upload)
             continue
         _refuse_undecodable(upload)
@@ -513,7 +515,8 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
             for number, ds in enumerate(datasets, 1):
                 buffer = io.BytesIO()
                 ds.save_as(buffer, enforce_file_format=True)
-                frame = _Upload(name=f"{upload.name} frame {number}", data=b"", kind="dicom", dataset=ds)
+                name = upload.name if len(datasets) == 1 else f"{upload.name} frame {number}"
+                frame = _Upload(name=name, data=b"", kind="dicom", dataset=ds)
                 frame.archive, frame.sha256 = upload.archive, hashlib.sha256(buffer.getbuffer()).hexdigest()
                 out.append(frame)
     return out

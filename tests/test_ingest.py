@@ -414,6 +414,20 @@ def test_enhanced_ct_multi_frame_file_becomes_an_ordered_deidentified_series(cas
         assert (ml_dicom.to_hu(stored) == hu).all()
 
 
+def test_single_frame_enhanced_ct_is_stored_with_the_rescale_of_its_functional_groups(case, clinician, upload):
+    from ml import dicom as ml_dicom
+    from tests.phantoms import dicom_bytes, enhanced_ct
+
+    (hu,) = _enhanced_series(1)
+    data = dicom_bytes(enhanced_ct([hu], intercepts=[-2000.0]))
+    scan = scan_ingest(case=case, user=clinician, files=[upload(data, name="one.dcm")])
+    (slice_,) = scan.slices.all()
+    assert slice_.original_filename == "one.dcm"
+    with slice_.file.open("rb") as handle:
+        stored = pydicom.dcmread(handle)
+    assert "SharedFunctionalGroupsSequence" not in stored and (ml_dicom.to_hu(stored) == hu).all()
+
+
 def test_enhanced_ct_with_more_frames_than_slices_allowed_is_refused(case, clinician, upload, private_files, settings):
     from tests.phantoms import dicom_bytes, enhanced_ct
 

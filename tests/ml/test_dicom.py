@@ -277,6 +277,75 @@ def test_enhanced_ct_frame_type_says_which_frame_is_a_localizer():
     assert [dicom.is_axial_slice(f) for f in frames] == [False, True, True]
 
 
+def test_single_frame_enhanced_ct_is_read_through_its_functional_groups(tmp_path):
+    # One frame, but its rescale and geometry live in the functional groups: read as a classic slice, it would decode
+    # with intercept 0 (here 2000 HU off).
+    from tests.phantoms import enhanced_ct
+
+    hu = _phantom_series(1)[0]
+    path = tmp_path / "one.dcm"
+    path.write_bytes(dicom_bytes(enhanced_ct([hu], intercepts=[-2000.0])))
+    (frame,) = dicom.split_frames(dicom.read_dataset(path))
+    assert "SharedFunctionalGroupsSequence" not in frame and float(frame.RescaleIntercept) == -2000.0
+    np.testing.assert_array_equal(dicom.to_hu(frame), hu)
+    slices, names = preprocess.load_scan(path)
+    assert names == ["one.dcm"]
+    np.testing.assert_array_equal(slices[0], preprocess.apply_window(hu, *preprocess.MODEL_WINDOW))
+
+
+def test_frame_type_comes_from_the_shared_group_and_only_when_it_says_what_the_frame_is():
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from tests.phantoms import enhanced_ct
+
+    def frame_type(*values) -> Sequence:
+        item = Dataset()
+        if values:
+            item.FrameType = list(values)
+        return Sequence([item])
+
+    ds = enhanced_ct(_phantom_series(2))
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"]
+    ds.SharedFunctionalGroupsSequence[0].CTImageFrameTypeSequence = frame_type("ORIGINAL", "PRIMARY", "AXIAL", "NONE")
+    ds.PerFrameFunctionalGroupsSequence[0].CTImageFrameTypeSequence = frame_type()  # no FrameType: the shared one
+    ds.PerFrameFunctionalGroupsSequence[1].CTImageFrameTypeSequence = frame_type("ORIGINAL", "PRIMARY")  # too short
+    first, second = dicom.split_frames(dicom.read_dataset(io.BytesIO(dicom_bytes(ds))))
+    assert not dicom.is_localizer(first)  # the shared FrameType, AXIAL
+    assert not dicom.is_localizer(second)  # the too-short one skipped, so the shared one again
+    del ds.SharedFunctionalGroupsSequence[0].CTImageFrameTypeSequence
+    _, second = dicom.split_frames(dicom.read_dataset(io.BytesIO(dicom_bytes(ds))))
+    assert dicom.is_localizer(second)  # nothing usable per frame: the file's own ImageType stands
+
+
+def test_a_folder_holds_one_series_and_files_without_an_image_are_passed_over(tmp_path):
+    from pydicom.uid import generate_uid
+
+    from tests.phantoms import enhanced_ct
+
+    series_uid = generate_uid()
+    for i in range(3):
+        ds = make_ct(np.full((8, 8), float(i)), position=(0.0, 0.0, 5.0 * i), instance=i + 1)
+        ds.SeriesInstanceUID = series_uid
+        (tmp_path / f"{i}.dcm").write_bytes(to_bytes(ds))
+    report = make_ct(np.zeros((8, 8)))
+    del report.PixelData  # a DICOMDIR or a structured report beside the slices
+    (tmp_path / "DICOMDIR").write_bytes(to_bytes(report))
+    slices, names = preprocess.load_scan(tmp_path)
+    assert names == ["0.dcm", "1.dcm", "2.dcm"]
+    other = make_ct(np.zeros((8, 8)), position=(0.0, 0.0, 20.0), instance=4)
+    other.SeriesInstanceUID = generate_uid()
+    (tmp_path / "3.dcm").write_bytes(to_bytes(other))
+    with pytest.raises(ValueError, match="holds 2 DICOM series; give one series per folder"):
+        preprocess.load_scan(tmp_path)
+    (tmp_path / "3.dcm").unlink()
+    broken = enhanced_ct(_phantom_series(2))
+    broken.BitsAllocated = 8  # a multi-frame image that is not CT
+    (tmp_path / "4.dcm").write_bytes(to_bytes(broken))
+    with pytest.raises(dicom.DicomError, match="^4.dcm: a multi-frame image"):
+        preprocess.load_scan(tmp_path)
+
+
 def test_multi_frame_limits_are_checked_before_decoding():
     from tests.phantoms import enhanced_ct
 
