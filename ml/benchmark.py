@@ -748,9 +748,17 @@ def densify_hu(slices: Sequence[np.ndarray], factor: int) -> list[np.ndarray]:
 
 
 def _hu_averaged(hus: Sequence[np.ndarray]) -> np.ndarray:
+    """Slices in HU averaged into one, then windowed: as a scanner's thick reconstruction."""
     from ml import slabs
 
     return preprocess.apply_window(slabs.mean_image(hus), *preprocess.MODEL_WINDOW)
+
+
+def _grey_averaged(slices: Sequence[np.ndarray]) -> np.ndarray:
+    """Windowed slices averaged as greys (what the JPGs allow without `restore_hu`; bone beside brain turns grey)."""
+    from ml import slabs
+
+    return np.rint(slabs.mean_image(slices)).astype(np.uint8)
 
 
 def _density_real_hu(predictor, data_dir: Path) -> dict:
@@ -764,9 +772,7 @@ def _density_real_hu(predictor, data_dir: Path) -> dict:
     series = {
         "as stored, slice by slice": windowed,
         "pairs averaged in HU": [_hu_averaged([hus[a], hus[b]]) for a, b in pairs],
-        "pairs averaged in the window": [
-            np.rint((windowed[a].astype(np.float32) + windowed[b]) / 2).astype(np.uint8) for a, b in pairs
-        ],
+        "pairs averaged in the window": [_grey_averaged([windowed[a], windowed[b]]) for a, b in pairs],
         "pairs averaged in restored HU": [
             _hu_averaged([restore_hu(windowed[a]), restore_hu(windowed[b])]) for a, b in pairs
         ],
@@ -819,22 +825,18 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
         original = [preprocess.load_slice(p) for p in scan.slice_paths]
         result = predictor.predict_slices(original, heatmaps=False)
         add("5 mm, as released", scan, result.probability, result.slice_probabilities)
-        # Thicker slices, made as a scanner would: each pair of neighbouring 5 mm slices averaged into one of 10 mm.
-        thick = [
-            np.rint(slabs.mean_image(pair)).astype(np.uint8)
-            for pair in zip(original[0::2], original[1::2], strict=False)
-        ]
-        result = predictor.predict_slices(thick, heatmaps=False)
-        pairs_p = [p for p in result.slice_probabilities for _ in range(2)]
-        pairs_p += pairs_p[-1:] * (len(original) - len(pairs_p))  # an odd last slice takes the last pair's
-        add("10 mm (5 mm pairs averaged)", scan, result.probability, pairs_p)
-        # The same in HU restored from the window (`restore_hu`), as a scanner averages: bone with brain is white.
+        # Thicker slices: each pair of neighbouring 5 mm slices averaged into one of 10 mm, as greys and in HU
+        # restored from the window (`restore_hu`), as a scanner averages: bone with brain is white.
         restored = [restore_hu(u8) for u8 in original]
-        thick = [_hu_averaged(pair) for pair in zip(restored[0::2], restored[1::2], strict=False)]
-        result = predictor.predict_slices(thick, heatmaps=False)
-        pairs_p = [p for p in result.slice_probabilities for _ in range(2)]
-        pairs_p += pairs_p[-1:] * (len(original) - len(pairs_p))
-        add("10 mm (5 mm pairs averaged in HU)", scan, result.probability, pairs_p)
+        pairs = list(zip(range(0, len(original) - 1, 2), range(1, len(original), 2), strict=True))
+        for name, thick in (
+            ("10 mm (5 mm pairs averaged)", [_grey_averaged([original[a], original[b]]) for a, b in pairs]),
+            ("10 mm (5 mm pairs averaged in HU)", [_hu_averaged([restored[a], restored[b]]) for a, b in pairs]),
+        ):
+            result = predictor.predict_slices(thick, heatmaps=False)
+            pairs_p = [p for p in result.slice_probabilities for _ in range(2)]
+            pairs_p += pairs_p[-1:] * (len(original) - len(pairs_p))  # an odd last slice takes the last pair's
+            add(name, scan, result.probability, pairs_p)
         for factor in factors:
             for simulation, dense in (
                 ("interpolated", densify(original, factor)),
@@ -852,7 +854,7 @@ def run_density(data_dir: Path | None = None, factors: Sequence[int] = DENSITY_F
                     hus = [restore_hu(u8) for u8 in dense]
                     thick = [_hu_averaged([hus[i] for i in g]) for g in plan.groups]
                 else:
-                    thick = [np.rint(slabs.mean_image([dense[i] for i in g])).astype(np.uint8) for g in plan.groups]
+                    thick = [_grey_averaged([dense[i] for i in g]) for g in plan.groups]
                 result = predictor.predict_slices(thick, heatmaps=False)
                 add(
                     f"{name}, read as {slab_mm:g} mm slabs",

@@ -240,10 +240,9 @@ def main(argv=None) -> int:
                 if not_axial:
                     raise ValueError(f"not axial slices (a localizer or a reformat): {', '.join(not_axial[:3])}")
                 thicknesses = [dcm.first_value(ds.get("SliceThickness")) for ds in datasets]
-                # The input check looks at the slices the platform's does (evenly spaced in a long series). pydicom
-                # keeps their decoded pixels for predict_series, which releases them: each slice is decoded once.
+                # The input check looks at the slices the platform's does (evenly spaced in a long series).
                 checks = [
-                    inputcheck.check_slice(preprocess.apply_window(dcm.to_hu(datasets[i]), *preprocess.MODEL_WINDOW))
+                    inputcheck.check_slice(preprocess.dicom_to_slice(datasets[i]))
                     for i in inputcheck.slices_to_check(len(datasets))
                 ]
                 result = predictor.predict_series(datasets, heatmaps=False)

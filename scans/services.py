@@ -497,9 +497,7 @@ def _split_multi_frame(uploads: list[_Upload]) -> list[_Upload]:
         )
     out: list[_Upload] = []
     for upload, count in zip(uploads, counts, strict=True):
-        with _malformed_dicom_refused(upload.name):
-            flat = count <= 1 and (upload.kind != "dicom" or not imaging.has_functional_groups(upload.dataset))
-        if flat:
+        if count <= 1 and (upload.kind != "dicom" or not imaging.has_functional_groups(upload.dataset)):
             out.append(upload)
             continue
         _refuse_undecodable(upload)
