@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ml import paths, preprocess
 from ml.preprocess import crop_resize, load_slice
 
 LAYOUTS = ("head_ct", "ct_ich")
+LABEL_FILES = {"head_ct": "labels.csv", "ct_ich": "hemorrhage_diagnosis.csv"}
 
 
 @dataclass
@@ -49,24 +51,68 @@ class Scan:
         return f"{self.dataset}/{self.scan_id}"
 
 
+HEAD_CT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+
+
+def _head_ct_image_dir(root: Path) -> Path:
+    """Where the images of a Head CT folder lie: beside labels.csv, or (as Kaggle's download unpacks) in head_ct/ or
+    head_ct/head_ct/ below it."""
+    for folder in (root, root / "head_ct", root / "head_ct" / "head_ct"):
+        if folder.is_dir() and any(p.suffix.lower() in HEAD_CT_EXTENSIONS for p in folder.iterdir()):
+            return folder
+    return root
+
+
 def read_head_ct(root: str | Path) -> list[Scan]:
-    """Kaggle 'Head CT - hemorrhage': one slice per image, labels.csv with columns 'id, hemorrhage'."""
+    """Kaggle 'Head CT - hemorrhage': one slice per image, labels.csv with columns 'id, hemorrhage'.
+
+    An id names its image with or without the zero padding to three digits ("7" or "007": 007.png), in any of
+    HEAD_CT_EXTENSIONS (any case). A labelled id without an image is left out and counted in the warning on stderr;
+    a labels.csv that matches no image at all, or a label other than 0 or 1, is an error that says so."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
         raise paths.DataNotFound(f"{labels} not found. {paths.HOW_TO_GET_DATA}")
-    scans = []
+    folder = _head_ct_image_dir(root)
+    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    scans, missing = [], []
     with labels.open(newline="", encoding="utf-8-sig") as fh:
-        for row in csv.DictReader(fh, skipinitialspace=True):
-            row = {k.strip(): v.strip() for k, v in row.items()}
-            scan_id = row["id"].zfill(3)
-            candidates = [root / f"{scan_id}{ext}" for ext in (".png", ".jpg", ".jpeg")]
-            image = next((p for p in candidates if p.is_file()), None)
-            if image is None:
+        for line, row in enumerate(csv.DictReader(fh, skipinitialspace=True), start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            if "id" not in row or "hemorrhage" not in row:
+                raise ValueError(f"{labels} needs the columns 'id, hemorrhage'; it has {sorted(row)}")
+            if not row["id"]:
                 continue
-            label = int(row["hemorrhage"])
+            label = _binary_label(row["hemorrhage"], f"{labels}, line {line}")
+            scan_id = row["id"].zfill(3) if row["id"].isdigit() else row["id"]
+            names = dict.fromkeys(f"{name}{ext}" for name in (row["id"], scan_id) for ext in HEAD_CT_EXTENSIONS)
+            image = next((files[n.lower()] for n in names if n.lower() in files), None)
+            if image is None:
+                missing.append(row["id"])
+                continue
             scans.append(Scan("head_ct", scan_id, label, [image], [label], [image.name]))
+    if not scans:
+        raise paths.DataNotFound(
+            f"{labels} lists {len(missing)} images, none of which is in {folder} "
+            f"(looked for <id>{'|'.join(HEAD_CT_EXTENSIONS)}, id as written or zero-padded to 3 digits)."
+        )
+    if missing:
+        print(
+            f"warning: {len(missing)} of the ids in {labels} have no image in {folder} and are left out: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}",
+            file=sys.stderr,
+        )
     return scans
+
+
+def _binary_label(value: str, where: str) -> int:
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number not in (0.0, 1.0):
+        raise ValueError(f"{where}: the label must be 0 or 1, not {value!r}")
+    return int(number)
 
 
 def read_ct_ich(root: str | Path) -> list[Scan]:
@@ -81,10 +127,18 @@ def read_ct_ich(root: str | Path) -> list[Scan]:
             patient, number = int(row["PatientNumber"]), int(row["SliceNumber"])
             positive = int(float(row["No_Hemorrhage"])) == 0
             per_patient.setdefault(patient, []).append((number, int(positive)))
-    scans = []
-    for patient, rows in sorted(per_patient.items()):
-        folder = root / "Patients_CT" / f"{patient:03d}" / "brain"
-        rows = sorted(r for r in rows if (folder / f"{r[0]}.jpg").is_file())
+    scans, missing = [], 0
+    for patient, listed in sorted(per_patient.items()):
+        folder = next(
+            (
+                f
+                for f in (root / "Patients_CT" / name / "brain" for name in (f"{patient:03d}", str(patient)))
+                if f.is_dir()
+            ),
+            root / "Patients_CT" / f"{patient:03d}" / "brain",
+        )
+        rows = sorted(r for r in listed if (folder / f"{r[0]}.jpg").is_file())
+        missing += len(listed) - len(rows)
         if not rows:
             continue
         slice_paths = [folder / f"{n}.jpg" for n, _ in rows]
@@ -101,6 +155,13 @@ def read_ct_ich(root: str | Path) -> list[Scan]:
                 mask_paths=[m if m.is_file() else None for m in masks],
             )
         )
+    if not scans:
+        raise paths.DataNotFound(
+            f"{table} lists {missing} slices, none of which is in {root / 'Patients_CT'} "
+            "(looked for Patients_CT/<NNN>/brain/<SliceNumber>.jpg)."
+        )
+    if missing:
+        print(f"warning: {missing} of the slices in {table} have no image and are left out", file=sys.stderr)
     return scans
 
 
@@ -119,7 +180,12 @@ def dataset_roots(dataset: str, data_dir: str | Path) -> dict[str, Path]:
     names = list(LAYOUTS) if dataset == "both" else [dataset]
     roots = {}
     for name in names:
-        if (data_dir / name).is_dir():
+        marker = LABEL_FILES[name]
+        if (data_dir / name / marker).is_file():
+            roots[name] = data_dir / name
+        elif len(names) == 1 and (data_dir / marker).is_file():  # the dataset's own folder (Kaggle: head_ct/ inside)
+            roots[name] = data_dir
+        elif (data_dir / name).is_dir():
             roots[name] = data_dir / name
         elif len(names) == 1 and data_dir.is_dir():
             roots[name] = data_dir
@@ -140,8 +206,18 @@ def cache_file(scans: Sequence[Scan], size: int, kind: str = "") -> Path:
     """Where the preprocessed slices (kind "") or masks (kind "masks") of `scans` (one dataset) are cached: keyed by
     dataset, size, the scans and their files, and the preprocessing code."""
     name = scans[0].dataset + (f"_{kind}" if kind else "")
-    digest = hashlib.sha1("|".join(f"{s.key}:{len(s.slice_paths)}:{s.slice_paths[0]}" for s in scans).encode())
+    digest = hashlib.sha1("|".join(f"{s.key}:{_files_signature(s.slice_paths)}" for s in scans).encode())
     return paths.cache_dir() / f"{name}_{size}_{preprocess_fingerprint()}_{digest.hexdigest()[:12]}.npz"
+
+
+def _files_signature(files: Sequence[Path]) -> str:
+    """The files' paths, sizes and modification times: a file replaced in place (an external test set rewritten
+    under the same names) gets a new cache entry instead of the old file's arrays."""
+    parts = []
+    for f in files:
+        st = Path(f).stat()
+        parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
 def load_slices(scans: Sequence[Scan], *, size: int, cache: bool = True, transform=None) -> dict[str, np.ndarray]:

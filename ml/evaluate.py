@@ -46,6 +46,8 @@ def evaluate(
         if not ids:
             raise SystemExit(f"checkpoint {checkpoint} has no test ids for {layout}")
         scans = [s for s in scans if s.scan_id in ids]
+        if not scans:
+            raise SystemExit(f"none of the {len(ids)} {layout} test ids of checkpoint {checkpoint} is in {root}")
     transform = preprocess.mask_outside_head if mask_letters else None
     arrays = mldata.load_slices(scans, size=int(card["input"]["size"]), transform=transform)
     items = make_items(scans, arrays)

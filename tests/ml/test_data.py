@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import data, paths, preprocess
+from ml import data, evaluate, paths, preprocess
+from tests.ml.conftest import phantom_slice
 
 
 def test_missing_data_dir_raises_with_instructions(tmp_path, monkeypatch):
@@ -209,3 +210,57 @@ def test_masks_are_loaded_for_bleeding_slices_only_and_cached(synthetic_root):
     np.savez(file, **{s.scan_id: np.full((len(s.slice_paths), 48, 48), 9, np.uint8) for s in scans})
     assert all((v == 9).all() for v in data.load_masks(scans, size=48).values()), "the cache is read back"
     assert data.load_masks(data.read_head_ct(synthetic_root / "head_ct"), size=48) == {}, "Head CT has no masks"
+
+
+def test_head_ct_reader_takes_the_kaggle_download_as_unpacked(tmp_path, capsys, monkeypatch):
+    """Kaggle's archive puts labels.csv beside head_ct/head_ct/*.png; an external set may write ids unpadded ("7") and
+    lack some images. Every image that is there is read (under its padded id), the missing ones are named on stderr,
+    and a label that is not 0 or 1 is refused with its line."""
+    monkeypatch.setenv("HEMO_CACHE_DIR", str(tmp_path / "cache"))
+    images = tmp_path / "head_ct" / "head_ct"
+    images.mkdir(parents=True)
+    for i in (0, 7, 12, 130):
+        name = f"{i:03d}.png" if i < 100 else f"{i}.JPG"
+        Image.fromarray(phantom_slice(i < 10, i)).save(images / name)
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n0,1\n7,1\n12,0\n130,0\n55,1\n")
+    scans = data.read_head_ct(tmp_path)
+    assert [(s.scan_id, s.label, s.slice_paths[0].name) for s in scans] == [
+        ("000", 1, "000.png"),
+        ("007", 1, "007.png"),
+        ("012", 0, "012.png"),
+        ("130", 0, "130.JPG"),
+    ]
+    err = capsys.readouterr().err
+    assert "1 of the ids" in err and ": 55" in err
+    # ml.evaluate --data-dir pointed at the unpacked download scores the four images with the shipped model.
+    assert data.dataset_roots("head_ct", tmp_path) == {"head_ct": tmp_path}
+    assert evaluate.main(["--data-dir", str(tmp_path), "--layout", "head_ct", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["n_scans"], report["scan"]["confusion"]["tp"] + report["scan"]["confusion"]["fn"]) == (4, 2)
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n0,1\n7,yes\n")
+    with pytest.raises(ValueError, match="line 3.*0 or 1.*'yes'"):
+        data.read_head_ct(tmp_path)
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n900,1\n901,0\n")
+    with pytest.raises(paths.DataNotFound, match="lists 2 images, none of which"):
+        data.read_head_ct(tmp_path)
+
+
+def test_ct_ich_reader_takes_unpadded_patient_folders(synthetic_root):
+    ich = synthetic_root / "ct_ich" / "Patients_CT"
+    (ich / "003").rename(ich / "3")
+    scans = data.read_ct_ich(synthetic_root / "ct_ich")
+    assert [s.scan_id for s in scans] == [f"{p:03d}" for p in range(1, 8)]
+    assert scans[2].slice_paths[0].parent == ich / "3" / "brain" and scans[2].label == 1
+
+
+def test_slice_cache_never_serves_a_file_replaced_in_place(tmp_path, monkeypatch):
+    """An external test set rewritten under the same file names (same count, same first path) must be read again."""
+    monkeypatch.setenv("HEMO_CACHE_DIR", str(tmp_path / "cache"))
+    scans = _head_phantom_pngs(tmp_path, 2)
+    first = data.load_slices(scans, size=32)
+    replaced = scans[1].slice_paths[0]
+    Image.fromarray(np.zeros((96, 96), np.uint8) + 30).save(replaced)
+    again = data.load_slices(scans, size=32)
+    assert np.array_equal(again[scans[0].key], first[scans[0].key])
+    assert not np.array_equal(again[scans[1].key], first[scans[1].key])
+    assert np.array_equal(again[scans[1].key], data.load_slices(scans, size=32, cache=False)[scans[1].key])
