@@ -106,6 +106,7 @@ def run_cv(
     seg_weight: float = 0.0,
     context: int = 0,
     window_aug: float = 0.0,
+    bone_channel: bool = False,
     note: str = "",
 ) -> dict:
     """k-fold patient cross-validation of the neural model (inner validation split for early stopping/threshold).
@@ -140,6 +141,7 @@ def run_cv(
         "pretrained": encoder == "lite0",
         "seg": seg_weight > 0,
         "context": context,
+        "bone_channel": bone_channel,
     }
     if encoder != "lite0":
         freeze_blocks = 0
@@ -265,6 +267,7 @@ def run_cv(
             seg_weight=seg_weight,
             context=context,
             window_aug=window_aug,
+            bone_channel=bone_channel,
             patience=patience,
             tta=tta,
             only_folds=None if only_folds is None else sorted(only_folds),
@@ -348,10 +351,17 @@ def _other_tta_summary(per_fold: list[dict], pooled: list[tuple] | None, other: 
 RECIPE_KEYS = (
     "dataset", "variant", "folds", "seed", "train_seed", "size", "max_epochs", "max_minutes_per_fold",
     "freeze_blocks", "encoder", "extra_train", "schedule", "smooth", "augment", "window", "ema", "min_epochs",
-    "patience", "tta", "seg_weight", "context", "window_aug",
+    "patience", "tta", "seg_weight", "context", "window_aug", "bone_channel",
 )  # fmt: skip
 # Recipe keys added after some records were written, with the value those older records imply.
-RECIPE_DEFAULTS = {"seg_weight": 0.0, "ema": 0.0, "min_epochs": 1, "context": 0, "window_aug": 0.0}
+RECIPE_DEFAULTS = {
+    "seg_weight": 0.0,
+    "ema": 0.0,
+    "min_epochs": 1,
+    "context": 0,
+    "window_aug": 0.0,
+    "bone_channel": False,
+}
 
 
 def _recipe(record: dict, key: str):
@@ -1228,6 +1238,7 @@ def main(argv=None) -> int:
         "--window-aug", type=float, default=0.0, help="share of series in a narrower display window (as ml.train)"
     )
     cv.add_argument("--context", type=int, default=0, help="neighbouring slices per side as channels (as ml.train)")
+    cv.add_argument("--bone-channel", action="store_true", help="the bone-suppressed second channel (as ml.train)")
     cv.add_argument("--only-folds", default=None, help="comma-separated fold numbers to run (others skipped)")
     cv.add_argument(
         "--train-seed",
@@ -1293,6 +1304,7 @@ def main(argv=None) -> int:
             seg_weight=args.seg_weight,
             context=args.context,
             window_aug=args.window_aug,
+            bone_channel=args.bone_channel,
         )
     elif args.cmd == "merge":
         merged = merge_cv([json.loads(Path(f).read_text()) for f in args.records])

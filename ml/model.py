@@ -4,7 +4,10 @@ cross-entropy). A single image is a sequence of one. recurrent=False gives the C
 1x1-conv mask heads on the encoder's stride-16 and last feature maps, trained on the CT-ICH hemorrhage masks beside
 the labels (mask supervision); inference does not use them. context=c > 0 gives each slice its c neighbours on each
 side as extra input channels (2.5D, as in the RSNA 2019 winners): the encoder sees slices i-c..i+c, the series' ends
-repeated; a single image is its own neighbour.
+repeated; a single image is its own neighbour. bone_channel=True gives the encoder a second channel derived from the
+slice itself: the slice with saturated bone (grey >= BONE_GREY in the model window) set to air, so that a thin bleed
+along the inner table of the skull lies between black and brain instead of merging with the white bone beside it
+(the same arithmetic for a picture and for DICOM, since both reach the model as the windowed slice).
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ml.encoders import build_encoder
+from ml.preprocess import NORM_MEAN, NORM_STD
+
+# Grey level (0-255, model window 40/120: above about 98 HU) from which the bone-suppressed channel counts a pixel
+# as bone: the window saturates at 100 HU, so this is the skull and calcification, not blood (50-90 HU).
+BONE_GREY = 250
 
 
 class HemoNet(nn.Module):
@@ -29,8 +37,11 @@ class HemoNet(nn.Module):
         pretrained: bool = True,
         seg: bool = False,
         context: int = 0,
+        bone_channel: bool = False,
     ):
         super().__init__()
+        if bone_channel and (context or in_channels != 1):
+            raise ValueError("the bone-suppressed channel is derived from a single-channel slice without neighbours")
         if context < 0:
             raise ValueError(f"context is a number of neighbouring slices per side (0 or more), not {context}")
         if context and in_channels != 1:
@@ -46,9 +57,16 @@ class HemoNet(nn.Module):
         }
         if context:
             self.config["context"] = context  # absent from cards of models without neighbours
+        if bone_channel:
+            self.config["bone_channel"] = True  # absent from cards of models without it
         self.context = context
+        self.bone_channel = bone_channel
         self.encoder = build_encoder(
-            encoder, in_channels=in_channels + 2 * context, pretrained=pretrained, centre_only=context > 0
+            encoder,
+            in_channels=in_channels + 2 * context + int(bone_channel),
+            pretrained=pretrained,
+            centre_only=context > 0,
+            grey_index=0 if bone_channel else None,
         )
         self.seg = seg
         if seg:
@@ -103,8 +121,12 @@ class HemoNet(nn.Module):
         return out
 
     def encoder_input(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """B x T x 1 x H x W slices -> (B*T) x C x H x W, what the encoder reads (with the neighbours, if any)."""
-        return self.with_context(x, lengths).flatten(0, 1)
+        """B x T x 1 x H x W slices -> (B*T) x C x H x W, what the encoder reads (with the neighbours or the
+        bone-suppressed channel, if any)."""
+        flat = self.with_context(x, lengths).flatten(0, 1)
+        if self.bone_channel:
+            flat = torch.cat([flat, suppress_bone(flat)], dim=1)
+        return flat
 
     def with_context(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """B x T x 1 x H x W slices -> B x T x (1 + 2c) x H x W: slice i with slices i-c..i+c as channels, each index
@@ -235,3 +257,9 @@ def forward_tta(model, x: torch.Tensor, lengths: torch.Tensor, tta: str = "none"
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def suppress_bone(x: torch.Tensor) -> torch.Tensor:
+    """Normalised slices (N x 1 x H x W, `ml.preprocess.normalise`), bone (grey >= BONE_GREY) set to air (grey 0)."""
+    grey = (x * NORM_STD + NORM_MEAN) * 255.0
+    return torch.where(grey >= BONE_GREY - 0.5, torch.full_like(x, -NORM_MEAN / NORM_STD), x)

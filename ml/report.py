@@ -91,6 +91,8 @@ def _recipe(cv: dict, tta: str) -> str:
         parts.append(f"{cv['window_aug'] * 100:g} % of series in a random narrower window")
     if cv.get("context", 0) > 0:
         parts.append(f"{cv['context']} neighbouring slice{'s' if cv['context'] > 1 else ''} per side as channels")
+    if cv.get("bone_channel"):
+        parts.append("bone-suppressed second channel")
     if cv.get("ensemble_of"):
         parts.append(f"ensemble of training seeds {' + '.join(map(str, cv['train_seed']))} (logits averaged)")
     elif cv.get("train_seed", cv.get("seed", 0)) != cv.get("seed", 0):
@@ -159,6 +161,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
     ema = card.get("training", {}).get("ema_decay", 0.0)
     seg_weight = card.get("training", {}).get("seg_weight", 0.0)
     context = card.get("architecture", {}).get("context", 0)
+    bone_channel = card.get("architecture", {}).get("bone_channel", False)
     window_aug = card.get("training", {}).get("window_aug", 0.0)
     size = card.get("input", {}).get("size", UNRECORDED_SIZE)
     tta = card.get("tta", "none")
@@ -175,6 +178,7 @@ def shipped_recipe_cv(dataset: str, card: dict | None) -> dict | None:
         and cv.get("ema", 0.0) == ema
         and cv.get("seg_weight", 0.0) == seg_weight
         and cv.get("context", 0) == context
+        and cv.get("bone_channel", False) == bone_channel
         and cv.get("window_aug", 0.0) == window_aug
         and cv.get("size", UNRECORDED_SIZE) == size
         and cv.get("freeze_blocks", 3) == freeze

