@@ -1,10 +1,11 @@
 """The DICOM and image facts other apps need, over ``ml.dicom`` / ``ml.preprocess`` / ``ml.inputcheck`` (the only
 door from Django to ``ml`` besides the predictor). Nothing here imports torch.
 
-Policy for non-CT modalities (used by ingestion): Modality CT is accepted. A Secondary Capture (Modality OT/SC or
-missing) is accepted only when it holds CT Hounsfield units: one 16-bit sample per pixel, signed or rescaled
-(``ml.dicom.is_ct_like``), and pixel values that span air and tissue (min <= -500 HU, max >= 0 HU). Every other
-modality (MR, US, CR, ...) is refused.
+Policy for non-CT modalities (used by ingestion and by ``python -m ml.predict``, in ``ml.dicom.ct_rejection_reason``):
+Modality CT is accepted when its pixels reach air (min <= -500 HU: else they are not HU). A Secondary Capture
+(Modality OT/SC or missing) is accepted only when it holds CT Hounsfield units: one 16-bit sample per pixel, signed or
+rescaled (``ml.dicom.is_ct_like``), and pixel values that span air and tissue (min <= -500 HU, max >= 0 HU). Every
+other modality (MR, US, CR, ...) is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ml.inputcheck import ScanCheck, SliceCheck
 DicomError = ml_dicom.DicomError
 DicomTooLarge = ml_dicom.DicomTooLarge
 DicomUnsupported = ml_dicom.DicomUnsupported
-CT_LIKE_MODALITIES = {"OT", "SC", ""}
 
 
 def read_dicom(source: bytes | BinaryIO, *, stop_before_pixels: bool = False, allow_deflated: bool = True) -> Dataset:
@@ -85,26 +85,14 @@ def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
     return ml_dicom.to_hu(ds, max_pixels=max_pixels)
 
 
+def ct_header_rejection(ds: Dataset) -> str | None:
+    """`ml.dicom.ct_header_rejection`: why the header alone rules the file out as CT (nothing decoded), else None."""
+    return ml_dicom.ct_header_rejection(ds)
+
+
 def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None:
     """None when the dataset is CT we accept (see the module docstring), else a human explanation."""
-    if ml_dicom.is_ct(ds):
-        return None
-    mod = modality(ds)
-    if mod not in CT_LIKE_MODALITIES:
-        return f"This DICOM file is {mod} (not CT). Only head CT can be analysed."
-    if not ml_dicom.is_ct_like(ds):
-        return (
-            f"This DICOM file is {mod or 'of unknown modality'} and does not hold CT Hounsfield units "
-            "(expected 16-bit single-channel pixels). Only head CT can be analysed."
-        )
-    if hu is None:
-        hu = to_hu(ds)
-    if not (float(hu.min()) <= -500 and float(hu.max()) >= 0):
-        return (
-            f"This DICOM file is {mod or 'of unknown modality'} and its pixel values do not look like CT Hounsfield "
-            "units (no air and tissue range). Only head CT can be analysed."
-        )
-    return None
+    return ml_dicom.ct_rejection_reason(ds, hu)
 
 
 def release_pixels(ds: Dataset) -> None:

@@ -104,6 +104,55 @@ def is_ct_like(ds: Dataset) -> bool:
     return one_sample and sixteen and hu_hint
 
 
+CT_LIKE_MODALITIES = {"OT", "SC", ""}
+AIR_HU = -500  # a CT slice holds air (about -1000 HU) or the scanner's padding outside its field of view
+
+
+def ct_header_rejection(ds: Dataset) -> str | None:
+    """Why the header alone rules the dataset out as CT (None: it may be CT). Modality CT passes; a Secondary
+    Capture (OT/SC or no modality) passes only with one 16-bit sample per pixel, signed or rescaled (`is_ct_like`);
+    every other modality (MR, US, CR, ...) is refused. Nothing is decoded."""
+    if is_ct(ds):
+        return None
+    mod = str(ds.get("Modality", "") or "").upper()
+    if mod not in CT_LIKE_MODALITIES:
+        return f"This DICOM file is {mod} (not CT). Only head CT can be analysed."
+    if not is_ct_like(ds):
+        return (
+            f"This DICOM file is {mod or 'of unknown modality'} and does not hold CT Hounsfield units "
+            "(expected 16-bit single-channel pixels). Only head CT can be analysed."
+        )
+    return None
+
+
+def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None:
+    """None when the dataset is CT in Hounsfield units that we accept, else a human explanation: the header check
+    (`ct_header_rejection`), then the pixels. Every CT slice reaches air (<= AIR_HU); pixels that do not are not HU
+    (a screen rendering saved as CT, or rescale tags missing from values stored as HU + 1024). A Secondary Capture
+    must in addition reach tissue (>= 0 HU)."""
+    reason = ct_header_rejection(ds)
+    if reason:
+        return reason
+    if hu is None:
+        hu = to_hu(ds)
+    low, high = float(hu.min()), float(hu.max())
+    if is_ct(ds):
+        if low > AIR_HU:
+            return (
+                f"This CT file's pixel values do not reach air (about -1000 HU; its lowest is {low:.0f}), so they are "
+                "not Hounsfield units: it looks like a screen rendering, or its rescale tags are missing. Export the "
+                "original CT slices."
+            )
+        return None
+    if not (low <= AIR_HU and high >= 0):
+        mod = str(ds.get("Modality", "") or "").upper()
+        return (
+            f"This DICOM file is {mod or 'of unknown modality'} and its pixel values do not look like CT Hounsfield "
+            "units (no air and tissue range). Only head CT can be analysed."
+        )
+    return None
+
+
 def check_pixel_count(ds: Dataset, *, max_pixels: int | None = None) -> None:
     """Refuse from the header alone what must not be decoded: more than ``max_pixels`` samples in all
     (Rows x Columns x NumberOfFrames x SamplesPerPixel; DicomTooLarge) or several frames (DicomUnsupported)."""
@@ -138,7 +187,9 @@ def to_hu(ds: Dataset, *, max_pixels: int | None = None) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise DicomError(f"cannot decode pixel data ({exc.__class__.__name__}: {exc})") from exc
+        # A dataset read from a file names it (a folder's series); one read from bytes is named by its caller.
+        where = f"{Path(ds.filename).name}: " if isinstance(getattr(ds, "filename", None), (str, Path)) else ""
+        raise DicomError(f"{where}cannot decode pixel data ({exc.__class__.__name__}: {exc})") from exc
     if pixels.ndim != 2:
         raise DicomError(f"expected a 2-D greyscale slice, got shape {pixels.shape}")
     return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
@@ -230,17 +281,47 @@ def sort_key(ds: Dataset) -> tuple:
     return _key(ds, _normal(ds))
 
 
-def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
-    """Indices that order a series (stable). One common normal is used so that every slice is projected alike."""
+def _normal_from_positions(datasets: Sequence[Dataset]) -> np.ndarray | None:
+    """Without any ImageOrientationPatient: the direction along which the slices' positions lie (their principal
+    axis), pointing to the patient axis it is closest to, so an axial series is ordered foot to head as with an
+    orientation. None with fewer than two distinct positions."""
+    points = []
+    for ds in datasets:
+        ipp = ds.get("ImagePositionPatient")
+        if ipp is not None and len(ipp) == 3:
+            try:
+                points.append([float(v) for v in ipp])
+            except (TypeError, ValueError):
+                continue
+    points = np.asarray(points, float)
+    if len(points) < 2 or not np.isfinite(points).all() or np.ptp(points, axis=0).max() <= 0:
+        return None
+    axis = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)[2][0]
+    return axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
+
+
+def _series_keys(datasets: Sequence[Dataset]) -> list[tuple]:
+    """The `sort_key` of every slice of one series, with one common normal (from the first slice that has an
+    orientation, else from the positions themselves) so that every slice is projected alike. Where some slices
+    have a position and others not, positions cannot place them all: every slice is keyed by InstanceNumber."""
     normal = next((n for n in (_normal(ds) for ds in datasets) if n is not None), None)
+    if normal is None:
+        normal = _normal_from_positions(datasets)
     keys = [_key(ds, normal) for ds in datasets]
+    if len({k[0] for k in keys}) > 1:
+        keys = [(1, 0.0, _instance(ds)) for ds in datasets]
+    return keys
+
+
+def sort_datasets(datasets: Sequence[Dataset]) -> list[int]:
+    """Indices that order a series (stable; see `_series_keys`)."""
+    keys = _series_keys(datasets)
     return sorted(range(len(datasets)), key=lambda i: (keys[i], i))
 
 
 def positions(datasets: Sequence[Dataset]) -> list[float | None]:
     """Each slice's position in mm along the series' slice normal (the `sort_datasets` key), None where unknown."""
-    normal = next((n for n in (_normal(ds) for ds in datasets) if n is not None), None)
-    return [key[1] if key[0] == 0 else None for key in (_key(ds, normal) for ds in datasets)]
+    return [key[1] if key[0] == 0 else None for key in _series_keys(datasets)]
 
 
 def slice_thickness(datasets: Sequence[Dataset]) -> float | None:

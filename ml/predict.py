@@ -239,12 +239,18 @@ def main(argv=None) -> int:
                 not_axial = [n for ds, n in zip(datasets, names, strict=True) if not dcm.is_axial_slice(ds)]
                 if not_axial:
                     raise ValueError(f"not axial slices (a localizer or a reformat): {', '.join(not_axial[:3])}")
+                for ds, name in zip(datasets, names, strict=True):  # MR, RGB captures...: as the upload refuses
+                    if reason := dcm.ct_header_rejection(ds):
+                        raise ValueError(f"{name}: {reason}")
                 thicknesses = [dcm.first_value(ds.get("SliceThickness")) for ds in datasets]
-                # The input check looks at the slices the platform's does (evenly spaced in a long series).
-                checks = [
-                    inputcheck.check_slice(preprocess.dicom_to_slice(datasets[i]))
-                    for i in inputcheck.slices_to_check(len(datasets))
-                ]
+                # The input check looks at the slices the platform's does (evenly spaced in a long series), and so
+                # does the check that their pixels are Hounsfield units.
+                checks = []
+                for i in inputcheck.slices_to_check(len(datasets)):
+                    hu = dcm.hu_released(datasets[i])
+                    if reason := dcm.ct_rejection_reason(datasets[i], hu):
+                        raise ValueError(f"{names[i]}: {reason}")
+                    checks.append(inputcheck.check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)))
                 result = predictor.predict_series(datasets, heatmaps=False)
             else:
                 slices, names, colours = preprocess.read_scan(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 from ml import dicom as dcm
@@ -142,21 +142,40 @@ def read_slice(source: str | Path | BinaryIO) -> tuple[np.ndarray, float]:
     return _load(source, colour=True)
 
 
-def _open(data: bytes):
-    """A DICOM dataset, or a loaded PIL image. A DICOM file without preamble is the last resort: DicomError (a
-    ValueError) when the bytes are neither."""
+# How picture formats start: bytes that begin so are a picture, damaged or not, never a DICOM file without preamble.
+PICTURE_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a", b"BM",
+)  # fmt: skip
+
+
+def _open(data: bytes, name: str = "the file"):
+    """A DICOM dataset, or a loaded PIL image (EXIF orientation applied, as a viewer shows it). A DICOM file without
+    preamble is the last resort for bytes that are no picture: DicomError (a ValueError) when they are neither. A
+    damaged or oversized picture, or one of several pages (a multi-page TIFF), is a ValueError that says so."""
     if dcm.is_dicom_bytes(data[:132]):
         return dcm.read_dataset(io.BytesIO(data))
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except Exception:
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{name} is too large a picture for a CT slice ({exc})") from exc
+    except Exception as exc:
+        if data.startswith(PICTURE_SIGNATURES) or data[8:12] == b"WEBP":
+            raise ValueError(f"{name}: the picture cannot be read (damaged or truncated: {exc})") from exc
         return dcm.read_dataset(io.BytesIO(data))
+    if getattr(image, "n_frames", 1) > 1:
+        frames = image.n_frames
+        image.close()
+        raise ValueError(f"{name} holds {frames} pictures (pages or frames); give one slice per file")
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # a malformed EXIF block: the pixels as stored
+        pass
     return image
 
 
 def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, float]:
-    opened = _open(_read_bytes(source))
+    opened = _open(_read_bytes(source), _name(source))
     if not isinstance(opened, Image.Image):
         return dicom_to_slice(opened), 0.0
     with opened:
@@ -167,10 +186,17 @@ def _load(source: str | Path | BinaryIO, *, colour: bool) -> tuple[np.ndarray, f
         return _image_to_grey(opened), colour_fraction(opened)
 
 
+def _name(source: str | Path | BinaryIO) -> str:
+    """The source's file name for messages."""
+    if isinstance(source, (str, Path)):
+        return Path(source).name
+    return Path(str(getattr(source, "name", "") or "the file")).name
+
+
 def read_source(source: str | Path | BinaryIO):
     """A DICOM source as its dataset (a series is read whole by `series_slices`), a picture as `load_slice` gives
     it. Raises ValueError for unreadable input."""
-    opened = _open(_read_bytes(source))
+    opened = _open(_read_bytes(source), _name(source))
     if not isinstance(opened, Image.Image):
         return opened
     with opened:

@@ -703,7 +703,11 @@ def _dicom_greyscale(upload: _Upload, seen: set[str], *, check: bool) -> tuple[A
     seen.add(sop)
     _refuse_undecodable(upload)
     with _dicom_errors_refused(upload.name):
-        # The header is checked before any pixel is decoded: a few bytes can declare gigapixels.
+        # The header is checked before any pixel is decoded: a few bytes can declare gigapixels, and an RGB or MR
+        # file is refused as not CT rather than as pixels that cannot be read as HU.
+        reason = imaging.ct_header_rejection(ds)
+        if reason:
+            raise IngestError(f"{upload.name}: {reason}", code="not_ct")
         hu = imaging.to_hu(ds, max_pixels=settings.HEMO_MAX_IMAGE_PIXELS)
         reason = imaging.ct_rejection_reason(ds, hu)
     if reason:

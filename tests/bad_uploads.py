@@ -76,6 +76,23 @@ def ct_dicom(
     return buffer.getvalue()
 
 
+def rgb_secondary_capture(size: int = 16) -> bytes:
+    """An 8-bit RGB Secondary Capture (a screenshot stored as DICOM)."""
+    return ct_dicom(
+        pixels=False,
+        size=size,
+        Modality="SC",
+        SamplesPerPixel=3,
+        PhotometricInterpretation="RGB",
+        PlanarConfiguration=0,
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        PixelRepresentation=0,
+        PixelData=np.full((size, size, 3), 90, np.uint8).tobytes(),
+    )
+
+
 def compressed_dicom() -> bytes:
     """A CT slice whose pixel data is compressed as JPEG 2000 Part 2 multi-component, a transfer syntax for which
     pydicom has no decoder at all (pylibjpeg, installed, handles JPEG, JPEG-LS and plain JPEG 2000): pydicom reads the
@@ -227,16 +244,33 @@ BAD_INPUTS: dict[str, tuple[Callable[[], list[tuple[str, bytes]]], str, str, dic
     "blank-png": (lambda: [("slice.png", flat_png())], "not_ct", "This image does not look like a head CT slice", {}),
     "long-ct-series-without-a-head": (
         lambda: [
-            ("series.zip", zip_bytes({f"s/{i}.dcm": ct_dicom(instance=i, hu=np.zeros((16, 16))) for i in range(70)}))
+            (
+                "series.zip",
+                zip_bytes({f"s/{i}.dcm": ct_dicom(instance=i, hu=np.full((16, 16), -1000.0)) for i in range(70)}),
+            )
         ],
         "not_ct",
         "64 of the 64 slices checked in this 70-slice series do not look like a head CT slice",
         {},
     ),
     "ct-series-without-a-head": (
-        lambda: [(f"{i}.dcm", ct_dicom(instance=i, hu=np.zeros((16, 16)))) for i in (1, 2, 3)],
+        lambda: [(f"{i}.dcm", ct_dicom(instance=i, hu=np.full((16, 16), -1000.0))) for i in (1, 2, 3)],
         "not_ct",
         "3 of the 3 slices of this series do not look like a head CT slice",
+        {},
+    ),
+    # Modality CT, but the pixels are a screen rendering (0-255, no air): not Hounsfield units.
+    "dicom-ct-not-in-hounsfield-units": (
+        lambda: [("rendered.dcm", ct_dicom(hu=np.full((16, 16), 40.0)))],
+        "not_ct",
+        "pixel values do not reach air (about -1000 HU; its lowest is 40)",
+        {},
+    ),
+    # An RGB secondary capture (a screenshot saved as DICOM) is not CT: refused as such, before any decoding.
+    "dicom-rgb-secondary-capture": (
+        lambda: [("capture.dcm", rgb_secondary_capture())],
+        "not_ct",
+        "capture.dcm: This DICOM file is SC and does not hold CT Hounsfield units",
         {},
     ),
     "dicom-undecodable-compression": (

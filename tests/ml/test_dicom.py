@@ -135,6 +135,29 @@ def test_sort_falls_back_to_instance_number_without_geometry():
     assert [int(ds.InstanceNumber) for ds in ranked] == [1, 2, 3, 4, 5, 6]
 
 
+def test_sort_follows_positions_without_an_orientation():
+    """ImagePositionPatient without ImageOrientationPatient (and no InstanceNumber): the positions still order the
+    series, along the axis they lie on, foot to head as with an orientation; `positions` agrees."""
+    series = [make_ct(np.full((4, 4), float(i)), position=(0.0, 0.0, 40.0 - 4.5 * i)) for i in range(9)]
+    for ds in series:
+        del ds.ImageOrientationPatient, ds.InstanceNumber
+    shuffled = [series[i] for i in (4, 0, 7, 2, 8, 5, 1, 6, 3)]
+    ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
+    assert [float(dicom.to_hu(ds)[0, 0]) for ds in ranked] == [8.0, 7, 6, 5, 4, 3, 2, 1, 0]  # z rising
+    assert dicom.positions(ranked) == pytest.approx([4.0 + 4.5 * k for k in range(9)])
+
+
+def test_sort_uses_instance_number_for_every_slice_when_one_lacks_its_position():
+    """A slice without ImagePositionPatient cannot be placed among positioned ones (it used to go last): the whole
+    series is then ordered by InstanceNumber, and no slice gets a position."""
+    series = [make_ct(np.full((4, 4), float(i)), position=(0.0, 0.0, 5.0 * i), instance=i + 1) for i in range(6)]
+    del series[2].ImagePositionPatient
+    shuffled = series[::-1]
+    ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
+    assert [int(ds.InstanceNumber) for ds in ranked] == [1, 2, 3, 4, 5, 6]
+    assert dicom.positions(ranked) == [None] * 6
+
+
 def test_sort_keeps_file_order_without_geometry_or_instance_number(tmp_path):
     """No position and no InstanceNumber (as in the CT-ICH HU exports): the natural file-name order stands, not the
     SOPInstanceUID text order ("...10" sorts before "...9")."""

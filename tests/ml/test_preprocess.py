@@ -150,3 +150,43 @@ def test_real_dicom_slices_stored_as_ct_number_pictures_give_the_dicom_slice(dat
             u8 = preprocess.apply_window(hu, *window).astype(np.float64)
             for scale in (257, 4095 / 255):
                 assert preprocess.ct_number_offset(np.rint(u8 * scale)) is None, (path.name, window, scale)
+
+
+def test_damaged_oversized_and_multi_page_pictures_are_named_for_what_they_are(tmp_path):
+    """A truncated PNG or JPEG used to be reported as "not a DICOM file"; a multi-page TIFF was read as its first page
+    alone, silently. Each is now a ValueError that says what is wrong, with the file's name."""
+    import pytest
+
+    from tests.bad_uploads import png_bomb
+
+    head = preprocess.apply_window(head_phantom_hu(64), *preprocess.MODEL_WINDOW)
+    for fmt, name in (("PNG", "cut.png"), ("JPEG", "cut.jpg")):
+        whole = io.BytesIO()
+        Image.fromarray(head).save(whole, fmt)
+        (tmp_path / name).write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+        with pytest.raises(ValueError, match=rf"^{name}: the picture cannot be read \(damaged or truncated"):
+            preprocess.load_slice(tmp_path / name)
+    (tmp_path / "bomb.png").write_bytes(png_bomb())
+    with pytest.raises(ValueError, match="bomb.png is too large a picture for a CT slice"):
+        preprocess.load_slice(tmp_path / "bomb.png")
+    pages = [Image.fromarray(head), Image.fromarray(head[::-1])]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.raises(ValueError, match="stack.tif holds 2 pictures"):
+        preprocess.read_scan(tmp_path / "stack.tif")
+    Image.fromarray(head).save(tmp_path / "one.tif")
+    assert np.array_equal(preprocess.load_slice(tmp_path / "one.tif"), head)
+
+
+def test_exif_orientation_is_applied_as_a_viewer_shows_the_picture():
+    """A JPEG stored sideways with EXIF Orientation 6 (rotate 90 degrees clockwise to view): the model reads it
+    upright, as the browser shows the stored upload."""
+    upright = np.zeros((40, 60), np.uint8)
+    upright[:10, :] = 200  # a bright band along the top edge of the upright picture
+    stored = Image.fromarray(np.rot90(upright, 1))  # what a camera stores: turned the other way
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    read = preprocess.load_slice(buffer)
+    assert read.shape == (40, 60)
+    assert read[:10].mean() > 150 and read[20:].mean() < 50

@@ -279,3 +279,23 @@ def test_restored_hu_round_trips_the_window_and_averages_bone_with_brain_as_a_sc
     dense = densify_hu([brain, bone], 4)
     assert len(dense) == 5 and np.array_equal(dense[0], brain) and np.array_equal(dense[-1], bone)
     assert all((d == 255).all() for d in dense[1:])  # a quarter of bone in HU is already over the window
+
+
+def test_predict_cli_refuses_dicom_that_is_not_ct_in_hounsfield_units(predictor, tmp_path, capsys):
+    """As the upload does: an MR slice, and a CT slice whose pixels are a screen rendering (0-255, no air), are
+    refused with the reason instead of being scored."""
+    from ml.predict import main
+
+    mr = make_ct(head_phantom_hu(32, seed=1))
+    mr.Modality = "MR"
+    rendered = make_ct(preprocess.apply_window(head_phantom_hu(32, seed=2), 40, 80).astype(np.float32), intercept=0.0)
+    (tmp_path / "mr.dcm").write_bytes(dicom_bytes(mr))
+    (tmp_path / "rendered.dcm").write_bytes(dicom_bytes(rendered))
+    assert main([str(tmp_path / "mr.dcm"), str(tmp_path / "rendered.dcm")]) == 1
+    errors = [json.loads(line)["error"] for line in capsys.readouterr().out.splitlines()]
+    assert errors == [
+        "mr.dcm: This DICOM file is MR (not CT). Only head CT can be analysed.",
+        "rendered.dcm: This CT file's pixel values do not reach air (about -1000 HU; its lowest is 0), so they are not "
+        "Hounsfield units: it looks like a screen rendering, or its rescale tags are missing. Export the original CT "
+        "slices.",
+    ]
