@@ -54,46 +54,50 @@ class Scan:
 HEAD_CT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 
 
-def _head_ct_image_dir(root: Path) -> Path:
-    """Where the images of a Head CT folder lie: beside labels.csv, or (as Kaggle's download unpacks) in head_ct/ or
-    head_ct/head_ct/ below it."""
-    for folder in (root, root / "head_ct", root / "head_ct" / "head_ct"):
-        if folder.is_dir() and any(p.suffix.lower() in HEAD_CT_EXTENSIONS for p in folder.iterdir()):
-            return folder
-    return root
+def _image_names(raw_id: str) -> tuple[str, list[str]]:
+    """A labelled id's scan id (zero-padded to 3 digits when numeric) and the file names its image may have."""
+    scan_id = raw_id.zfill(3) if raw_id.isdigit() else raw_id
+    names = dict.fromkeys(f"{name}{ext}".lower() for name in (raw_id, scan_id) for ext in HEAD_CT_EXTENSIONS)
+    return scan_id, list(names)
 
 
 def read_head_ct(root: str | Path) -> list[Scan]:
     """Kaggle 'Head CT - hemorrhage': one slice per image, labels.csv with columns 'id, hemorrhage'.
 
-    An id names its image with or without the zero padding to three digits ("7" or "007": 007.png), in any of
-    HEAD_CT_EXTENSIONS (any case). A labelled id without an image is left out and counted in the warning on stderr;
-    a labels.csv that matches no image at all, or a label other than 0 or 1, is an error that says so."""
+    The images lie beside labels.csv, or (as Kaggle's download unpacks) in head_ct/ or head_ct/head_ct/ below it:
+    the folder holding most of the labelled images is used. An id names its image with or without the zero padding
+    to three digits ("7" or "007": 007.png), in any of HEAD_CT_EXTENSIONS (any case). A labelled id without an image
+    is left out and named in a warning on stderr; a labels.csv that matches no image at all, or a label other than 0
+    or 1, is an error that says so."""
     root = Path(root)
     labels = root / "labels.csv"
     if not labels.is_file():
         raise paths.DataNotFound(f"{labels} not found. {paths.HOW_TO_GET_DATA}")
-    folder = _head_ct_image_dir(root)
-    files = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
-    scans, missing = [], []
+    rows = []
     with labels.open(newline="", encoding="utf-8-sig") as fh:
         for line, row in enumerate(csv.DictReader(fh, skipinitialspace=True), start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            # A trailing comma gives an extra field under the key None (a list): it holds nothing we read.
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
             if "id" not in row or "hemorrhage" not in row:
                 raise ValueError(f"{labels} needs the columns 'id, hemorrhage'; it has {sorted(row)}")
-            if not row["id"]:
-                continue
-            label = _binary_label(row["hemorrhage"], f"{labels}, line {line}")
-            scan_id = row["id"].zfill(3) if row["id"].isdigit() else row["id"]
-            names = dict.fromkeys(f"{name}{ext}" for name in (row["id"], scan_id) for ext in HEAD_CT_EXTENSIONS)
-            image = next((files[n.lower()] for n in names if n.lower() in files), None)
-            if image is None:
-                missing.append(row["id"])
-                continue
-            scans.append(Scan("head_ct", scan_id, label, [image], [label], [image.name]))
+            if row["id"]:
+                rows.append((row["id"], _binary_label(row["hemorrhage"], f"{labels}, line {line}")))
+    folders = [f for f in (root, root / "head_ct", root / "head_ct" / "head_ct") if f.is_dir()]
+    listings = [{p.name.lower(): p for p in f.iterdir() if p.is_file()} for f in folders]
+    found = [sum(any(n in files for n in _image_names(raw)[1]) for raw, _ in rows) for files in listings]
+    best = int(np.argmax(found))
+    folder, files = folders[best], listings[best]
+    scans, missing = [], []
+    for raw_id, label in rows:
+        scan_id, names = _image_names(raw_id)
+        image = next((files[n] for n in names if n in files), None)
+        if image is None:
+            missing.append(raw_id)
+            continue
+        scans.append(Scan("head_ct", scan_id, label, [image], [label], [image.name]))
     if not scans:
         raise paths.DataNotFound(
-            f"{labels} lists {len(missing)} images, none of which is in {folder} "
+            f"{labels} lists {len(missing)} images, none of which is in {root} or its head_ct/ or head_ct/head_ct/ "
             f"(looked for <id>{'|'.join(HEAD_CT_EXTENSIONS)}, id as written or zero-padded to 3 digits)."
         )
     if missing:
@@ -204,9 +208,14 @@ def preprocess_fingerprint(source: bytes | None = None) -> str:
 
 def cache_file(scans: Sequence[Scan], size: int, kind: str = "") -> Path:
     """Where the preprocessed slices (kind "") or masks (kind "masks") of `scans` (one dataset) are cached: keyed by
-    dataset, size, the scans and their files, and the preprocessing code."""
+    dataset, size, the scans and their files (the mask files too, for masks), and the preprocessing code."""
     name = scans[0].dataset + (f"_{kind}" if kind else "")
-    digest = hashlib.sha1("|".join(f"{s.key}:{_files_signature(s.slice_paths)}" for s in scans).encode())
+
+    def files(scan: Scan) -> list:
+        masks = [m for m in scan.mask_paths or [] if m is not None] if kind == "masks" else []
+        return [*scan.slice_paths, *masks]
+
+    digest = hashlib.sha1("|".join(f"{s.key}:{_files_signature(files(s))}" for s in scans).encode())
     return paths.cache_dir() / f"{name}_{size}_{preprocess_fingerprint()}_{digest.hexdigest()[:12]}.npz"
 
 

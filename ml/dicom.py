@@ -112,9 +112,14 @@ def ct_header_rejection(ds: Dataset) -> str | None:
     """Why the header alone rules the dataset out as CT (None: it may be CT). Modality CT passes; a Secondary
     Capture (OT/SC or no modality) passes only with one 16-bit sample per pixel, signed or rescaled (`is_ct_like`);
     every other modality (MR, US, CR, ...) is refused. Nothing is decoded."""
-    if is_ct(ds):
-        return None
     mod = str(ds.get("Modality", "") or "").upper()
+    if is_ct(ds):
+        if _samples_per_pixel(ds) != 1:
+            return (
+                "This DICOM file is marked CT but holds a colour picture (a screenshot), not CT Hounsfield units. "
+                "Export the original CT slices."
+            )
+        return None
     if mod not in CT_LIKE_MODALITIES:
         return f"This DICOM file is {mod} (not CT). Only head CT can be analysed."
     if not is_ct_like(ds):
@@ -123,6 +128,13 @@ def ct_header_rejection(ds: Dataset) -> str | None:
             "(expected 16-bit single-channel pixels). Only head CT can be analysed."
         )
     return None
+
+
+def _samples_per_pixel(ds: Dataset) -> int | None:
+    try:
+        return int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        return None
 
 
 def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None:
@@ -303,13 +315,15 @@ def _normal_from_positions(datasets: Sequence[Dataset]) -> np.ndarray | None:
 def _series_keys(datasets: Sequence[Dataset]) -> list[tuple]:
     """The `sort_key` of every slice of one series, with one common normal (from the first slice that has an
     orientation, else from the positions themselves) so that every slice is projected alike. Where some slices
-    have a position and others not, positions cannot place them all: every slice is keyed by InstanceNumber."""
+    have a position and others not, positions cannot place them all: every slice is keyed by InstanceNumber when
+    each has its own; else the positioned slices keep their order and the others follow them."""
     normal = next((n for n in (_normal(ds) for ds in datasets) if n is not None), None)
     if normal is None:
         normal = _normal_from_positions(datasets)
     keys = [_key(ds, normal) for ds in datasets]
-    if len({k[0] for k in keys}) > 1:
-        keys = [(1, 0.0, _instance(ds)) for ds in datasets]
+    instances = [_instance(ds) for ds in datasets]
+    if len({k[0] for k in keys}) > 1 and 0 not in instances and len(set(instances)) == len(instances):
+        keys = [(1, 0.0, n) for n in instances]
     return keys
 
 

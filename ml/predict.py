@@ -243,14 +243,16 @@ def main(argv=None) -> int:
                     if reason := dcm.ct_header_rejection(ds):
                         raise ValueError(f"{name}: {reason}")
                 thicknesses = [dcm.first_value(ds.get("SliceThickness")) for ds in datasets]
-                # The input check looks at the slices the platform's does (evenly spaced in a long series), and so
-                # does the check that their pixels are Hounsfield units.
+                # Every slice must hold Hounsfield units, as on upload; the input check looks at the slices the
+                # platform's does (evenly spaced in a long series).
+                checked = set(inputcheck.slices_to_check(len(datasets)))
                 checks = []
-                for i in inputcheck.slices_to_check(len(datasets)):
-                    hu = dcm.hu_released(datasets[i])
-                    if reason := dcm.ct_rejection_reason(datasets[i], hu):
-                        raise ValueError(f"{names[i]}: {reason}")
-                    checks.append(inputcheck.check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)))
+                for i, (ds, name) in enumerate(zip(datasets, names, strict=True)):
+                    hu = dcm.hu_released(ds)
+                    if reason := dcm.ct_rejection_reason(ds, hu):
+                        raise ValueError(f"{name}: {reason}")
+                    if i in checked:
+                        checks.append(inputcheck.check_slice(preprocess.apply_window(hu, *preprocess.MODEL_WINDOW)))
                 result = predictor.predict_series(datasets, heatmaps=False)
             else:
                 slices, names, colours = preprocess.read_scan(path)

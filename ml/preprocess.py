@@ -163,7 +163,8 @@ def _open(data: bytes, name: str = "the file"):
         if data.startswith(PICTURE_SIGNATURES) or data[8:12] == b"WEBP":
             raise ValueError(f"{name}: the picture cannot be read (damaged or truncated: {exc})") from exc
         return dcm.read_dataset(io.BytesIO(data))
-    if getattr(image, "n_frames", 1) > 1:
+    # MPO (a camera's JPEG with a preview image inside) is one picture: its first frame is the picture itself.
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         frames = image.n_frames
         image.close()
         raise ValueError(f"{name} holds {frames} pictures (pages or frames); give one slice per file")

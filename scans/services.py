@@ -636,7 +636,7 @@ def _prepare_image(upload: _Upload) -> tuple[list[_PreparedSlice], str, str, dic
         sha256=hashlib.sha256(upload.data).hexdigest(),
         content_type=content_type,
         greyscale=greyscale,
-        meta={"rows": height, "columns": width},
+        meta={"rows": greyscale.shape[0], "columns": greyscale.shape[1]},  # as shown: after any EXIF rotation
     )
     check = _slice_check(upload.name, imaging.check_slice, greyscale, colour=colour)
     return [prepared], ScanKind.IMAGE, "", {"format": expected, **_scan_check([check], 1)}

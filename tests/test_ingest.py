@@ -55,6 +55,26 @@ def test_png_becomes_a_one_slice_scan(case, clinician, head_ct_png, upload, priv
     )
 
 
+def test_sideways_jpeg_with_exif_orientation_is_read_and_described_upright(case, clinician, upload):
+    """A JPEG stored sideways with EXIF Orientation 6: the slice's rows and columns, its thumbnail and the model's
+    input are the upright picture, as a browser shows the stored upload."""
+    import numpy as np
+
+    from ml import preprocess
+    from tests.phantoms import head_phantom_hu
+
+    upright = preprocess.apply_window(head_phantom_hu(96)[:, 8:88], *preprocess.MODEL_WINDOW)  # 96 rows x 80 columns
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(np.rot90(upright, 1)).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    scan = scan_ingest(case=case, user=clinician, files=[upload(buffer.getvalue(), name="sideways.jpg")])
+    slice_ = scan.slices.get()
+    assert (slice_.rows, slice_.columns) == (96, 80)
+    with Image.open(slice_.thumbnail) as thumb:
+        assert thumb.size[1] > thumb.size[0], "upright: taller than wide"
+
+
 def test_jpeg_is_detected_by_content_not_name(case, clinician, ct_ich_jpg, upload):
     scan = scan_ingest(case=case, user=clinician, files=[upload(ct_ich_jpg, name="no-extension")])
     assert scan.kind == ScanKind.IMAGE

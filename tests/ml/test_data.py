@@ -222,7 +222,9 @@ def test_head_ct_reader_takes_the_kaggle_download_as_unpacked(tmp_path, capsys, 
     for i in (0, 7, 12, 130):
         name = f"{i:03d}.png" if i < 100 else f"{i}.JPG"
         Image.fromarray(phantom_slice(i < 10, i)).save(images / name)
-    (tmp_path / "labels.csv").write_text("id, hemorrhage\n0,1\n7,1\n12,0\n130,0\n55,1\n")
+    # A stray picture beside labels.csv does not hide the images below; a trailing comma adds an empty field.
+    Image.fromarray(phantom_slice(False, 99)).save(tmp_path / "preview.png")
+    (tmp_path / "labels.csv").write_text("id, hemorrhage\n0,1\n7,1,\n12,0\n130,0\n55,1\n")
     scans = data.read_head_ct(tmp_path)
     assert [(s.scan_id, s.label, s.slice_paths[0].name) for s in scans] == [
         ("000", 1, "000.png"),
@@ -264,3 +266,12 @@ def test_slice_cache_never_serves_a_file_replaced_in_place(tmp_path, monkeypatch
     assert np.array_equal(again[scans[0].key], first[scans[0].key])
     assert not np.array_equal(again[scans[1].key], first[scans[1].key])
     assert np.array_equal(again[scans[1].key], data.load_slices(scans, size=32, cache=False)[scans[1].key])
+
+
+def test_mask_cache_never_serves_a_mask_replaced_in_place(synthetic_root):
+    scans = data.read_ct_ich(synthetic_root / "ct_ich")
+    before = data.cache_file(scans, 32, "masks")
+    mask = next(m for s in scans for m in (s.mask_paths or []) if m is not None)
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(mask)
+    assert data.cache_file(scans, 32, "masks") != before
+    assert data.cache_file(scans, 32) == data.cache_file(scans, 32), "slices keyed by their own files"

@@ -156,6 +156,19 @@ def test_sort_uses_instance_number_for_every_slice_when_one_lacks_its_position()
     ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
     assert [int(ds.InstanceNumber) for ds in ranked] == [1, 2, 3, 4, 5, 6]
     assert dicom.positions(ranked) == [None] * 6
+    # Without InstanceNumbers to fall back on, the positioned slices keep their order and the other one follows.
+    for ds in series:
+        del ds.InstanceNumber
+    ranked = [shuffled[i] for i in dicom.sort_datasets(shuffled)]
+    assert [float(dicom.to_hu(ds)[0, 0]) for ds in ranked] == [0.0, 1, 3, 4, 5, 2]
+    assert dicom.positions(ranked) == [0.0, 5.0, 15.0, 20.0, 25.0, None]
+
+
+def test_a_colour_picture_marked_ct_is_refused_from_its_header():
+    ds = make_ct(np.zeros((4, 4)))
+    assert dicom.ct_header_rejection(ds) is None
+    ds.SamplesPerPixel = 3
+    assert "holds a colour picture" in dicom.ct_header_rejection(ds)
 
 
 def test_sort_keeps_file_order_without_geometry_or_instance_number(tmp_path):

@@ -181,7 +181,7 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_picture():
     """A JPEG stored sideways with EXIF Orientation 6 (rotate 90 degrees clockwise to view): the model reads it
     upright, as the browser shows the stored upload."""
     upright = np.zeros((40, 60), np.uint8)
-    upright[:10, :] = 200  # a bright band along the top edge of the upright picture
+    upright[:10, :20] = 200  # a bright block in the top left corner: no mirror or other turn puts it there
     stored = Image.fromarray(np.rot90(upright, 1))  # what a camera stores: turned the other way
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -189,4 +189,18 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_picture():
     stored.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
     read = preprocess.load_slice(buffer)
     assert read.shape == (40, 60)
-    assert read[:10].mean() > 150 and read[20:].mean() < 50
+    assert read[:10, :20].mean() > 150 and read[:, 25:].mean() < 50 and read[15:].mean() < 50
+
+
+def test_a_camera_mpo_jpeg_is_one_picture():
+    """MPO (a JPEG with a preview image inside, as cameras write) has two frames but is one picture: its first."""
+    head = preprocess.apply_window(head_phantom_hu(64), *preprocess.MODEL_WINDOW)
+    buffer = io.BytesIO()
+    Image.fromarray(head).save(
+        buffer, "MPO", quality=95, save_all=True, append_images=[Image.fromarray(head[::2, ::2])]
+    )
+    assert Image.open(io.BytesIO(buffer.getvalue())).n_frames == 2
+    plain = io.BytesIO()
+    Image.fromarray(head).save(plain, "JPEG", quality=95)
+    read = preprocess.load_slice(buffer)
+    assert read.shape == (64, 64) and np.array_equal(read, preprocess.load_slice(plain))

@@ -299,3 +299,20 @@ def test_predict_cli_refuses_dicom_that_is_not_ct_in_hounsfield_units(predictor,
         "Hounsfield units: it looks like a screen rendering, or its rescale tags are missing. Export the original CT "
         "slices.",
     ]
+
+
+def test_predict_cli_checks_every_slice_of_a_long_series_for_hounsfield_units(predictor, tmp_path, capsys):
+    """The input check samples 64 slices of a long series; the Hounsfield check reads them all, as the upload does:
+    one rendered slice that the sample passes over (index 29 of 70) still refuses the series."""
+    from ml import inputcheck
+    from ml.predict import main
+
+    assert 29 not in inputcheck.slices_to_check(70)
+    for i in range(70):
+        hu = head_phantom_hu(16, seed=i)
+        if i == 29:
+            hu = preprocess.apply_window(hu, 40, 80).astype(np.float32)
+        ds = make_ct(hu, position=(0.0, 0.0, 5.0 * i), instance=i + 1, intercept=0.0 if i == 29 else -1024.0)
+        (tmp_path / f"{i:02d}.dcm").write_bytes(dicom_bytes(ds))
+    assert main([str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"].startswith("29.dcm: This CT file's pixel values do not reach")
