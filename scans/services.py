@@ -655,7 +655,8 @@ def _deidentify(ds: Any) -> None:
 
     ds.walk(remove)
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "HemoPlatform: identifying, person-name, date, time and private tags removed"
+    # LO: at most 64 characters (a longer value is not valid DICOM and strict readers refuse it).
+    ds.DeidentificationMethod = "HemoPlatform: identifying, name, date/time, private tags removed"
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -47,7 +47,8 @@ trap stop INT TERM EXIT
 
 # -B: the worker also runs Celery beat, which re-enqueues predictions whose message was lost (HEMO_REQUEUE_EVERY_S).
 "$VENV/bin/celery" -A hemoplatform worker -B -s "$HEMO_VAR_DIR/celerybeat-schedule" \
-  -Q "${HEMO_WORKER_QUEUES:-cpu,gpu}" --concurrency=1 --loglevel=INFO --logfile="$HEMO_VAR_DIR/log/worker.log" &
+  -Q "${HEMO_WORKER_QUEUES:-cpu,gpu}" --concurrency=1 --loglevel=INFO >>"$HEMO_VAR_DIR/log/worker.log" 2>&1 &
+# (The worker logs through Django's root console handler, not Celery's --logfile: its output goes to the file here.)
 pids+=($!)
 "$VENV/bin/gunicorn" hemoplatform.wsgi:application --bind "$HOST:$PORT" --workers 2 --timeout 120 \
   --access-logfile "$HEMO_VAR_DIR/log/access.log" --error-logfile "$HEMO_VAR_DIR/log/web.log" &

@@ -99,6 +99,7 @@ def _check_ge_series(scan: Scan, ge_series_paths) -> None:
         assert not any(element.tag.is_private for element in ds.iterall())
         assert not any(element.VR in ("PN", "DA", "DT", "TM") for element in ds.iterall())
         assert ds.PatientIdentityRemoved == "YES"
+        assert 0 < len(ds.DeidentificationMethod) <= 64, "LO holds at most 64 characters"
         assert "ImagePositionPatient" in ds and "RescaleSlope" in ds and "PixelSpacing" in ds
         assert ds.pixel_array.shape == (slice_.rows, slice_.columns)
 
