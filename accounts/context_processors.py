@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from accounts.permissions import user_can_audit, user_can_read, user_can_write
+from accounts.permissions import user_can_audit, user_can_manage_members, user_can_read, user_can_write
 
 
 def permissions(request: HttpRequest) -> dict[str, bool]:
@@ -13,4 +13,5 @@ def permissions(request: HttpRequest) -> dict[str, bool]:
         "can_read": user_can_read(user),
         "can_write": user_can_write(user),
         "can_audit": user_can_audit(user),
+        "can_manage_members": user_can_manage_members(user),
     }

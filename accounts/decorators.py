@@ -12,7 +12,7 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 
-from accounts.permissions import user_can_audit, user_can_read, user_can_write
+from accounts.permissions import user_can_audit, user_can_manage_members, user_can_read, user_can_write
 
 
 def _requires(check: Callable[[object], bool], message: str) -> Callable:
@@ -31,3 +31,6 @@ def _requires(check: Callable[[object], bool], message: str) -> Callable:
 member_required = _requires(user_can_read, "Your account is not a member of an organization.")
 writer_required = _requires(user_can_write, "Your role is read-only: you may not create cases or upload scans.")
 auditor_required = _requires(user_can_audit, "Only auditors and administrators may see the audit pages.")
+member_manager_required = _requires(
+    user_can_manage_members, "Only an administrator of the organization may manage its members."
+)

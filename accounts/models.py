@@ -97,6 +97,8 @@ class AuditAction(models.TextChoices):
     MODEL_ACTIVATE = "model.activate", "Model activated"
     EXPORT = "data.export", "Data exported"
     ADMIN_CHANGE = "admin.change", "Admin change"
+    MEMBER_ADD = "member.add", "Member added"
+    MEMBER_CHANGE = "member.change", "Member changed"
 
 
 class AuditEventQuerySet(models.QuerySet):

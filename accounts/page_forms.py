@@ -1,10 +1,10 @@
-"""Filter form of the audit trail page."""
+"""Forms of the audit trail and members pages."""
 
 from __future__ import annotations
 
 from django import forms
 
-from accounts.models import AuditAction
+from accounts.models import AuditAction, Role
 
 
 class AuditEventFilterForm(forms.Form):
@@ -21,3 +21,9 @@ class AuditEventFilterForm(forms.Form):
     def __init__(self, *args, members=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["actor"].choices = [("", "Anyone"), *((str(u.pk), u.username) for u in members)]
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(label="Username", max_length=150)
+    email = forms.EmailField(label="Email address", help_text="The new member gets a link here to set a password.")
+    role = forms.ChoiceField(label="Role", choices=Role.choices, initial=Role.CLINICIAN)

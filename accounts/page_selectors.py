@@ -7,7 +7,7 @@ import datetime as dt
 from django.db.models import QuerySet
 
 from accounts.models import AuditEvent, User
-from accounts.permissions import user_can_audit
+from accounts.permissions import user_can_audit, user_can_manage_members
 from accounts.selectors import audit_event_list
 
 
@@ -16,6 +16,17 @@ def organization_members(*, user: User) -> QuerySet[User]:
     if not user_can_audit(user):
         return User.objects.none()
     return User.objects.filter(organization_id=user.organization_id).order_by("username")
+
+
+def organization_member_list(*, user: User) -> list[User]:
+    """The members of the admin's organization for the members page (each with ``invited``: no password set yet);
+    empty for users who may not manage members."""
+    if not user_can_manage_members(user):
+        return []
+    members = list(User.objects.filter(organization_id=user.organization_id).order_by("username"))
+    for member in members:
+        member.invited = not member.has_usable_password()
+    return members
 
 
 def audit_event_list_filtered(

@@ -1,15 +1,19 @@
-"""Public landing page and the audit-trail page."""
+"""Public landing page, the audit-trail page and the organization's members page."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts.decorators import auditor_required
-from accounts.page_forms import AuditEventFilterForm
-from accounts.page_selectors import audit_event_list_filtered, organization_members
+from accounts import services
+from accounts.decorators import auditor_required, member_manager_required
+from accounts.models import Role
+from accounts.page_forms import AuditEventFilterForm, MemberAddForm
+from accounts.page_selectors import audit_event_list_filtered, organization_member_list, organization_members
 from accounts.permissions import user_can_read
 
 EVENTS_PER_PAGE = 50
@@ -38,3 +42,59 @@ def audit_events(request: HttpRequest) -> HttpResponse:
     )
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "audit/events.html", {"form": form, "page": page})
+
+
+@never_cache
+@member_manager_required
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest) -> HttpResponse:
+    """An organization admin's page: the members, adding one (they get a link to set a password), changing a role,
+    deactivating or reactivating an account, sending a new link. Every change is audited (member.add, member.change).
+    POST-redirect-GET; another organization's user id answers 404."""
+    form = MemberAddForm()
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            if action == "add":
+                form = MemberAddForm(request.POST)
+                if form.is_valid():
+                    member = services.member_add(actor=request.user, request=request, **form.cleaned_data)
+                    messages.success(
+                        request, f"{member.username} was added; a link to set a password was sent to {member.email}."
+                    )
+                    return redirect("account-members")
+            elif action == "role":
+                role = request.POST.get("role", "")
+                member = services.member_update(
+                    actor=request.user, member_id=request.POST.get("member"), role=role, request=request
+                )
+                messages.success(request, f"{member.username} is now {member.get_role_display().lower()}.")
+                return redirect("account-members")
+            elif action in ("deactivate", "activate"):
+                member = services.member_update(
+                    actor=request.user,
+                    member_id=request.POST.get("member"),
+                    active=action == "activate",
+                    request=request,
+                )
+                messages.success(request, f"{member.username} was {action}d.")
+                return redirect("account-members")
+            elif action == "resend":
+                member = services.member_invitation_resend(
+                    actor=request.user, member_id=request.POST.get("member"), request=request
+                )
+                messages.success(request, f"A new link to set a password was sent to {member.email}.")
+                return redirect("account-members")
+            else:
+                messages.error(request, "Unknown action.")
+                return redirect("account-members")
+        except services.MemberRefused as exc:
+            if action != "add":
+                messages.error(request, str(exc))
+                return redirect("account-members")
+            form.add_error(None, str(exc))
+        status = 400
+    else:
+        status = 200
+    context = {"form": form, "members": organization_member_list(user=request.user), "roles": Role.choices}
+    return render(request, "account/members.html", context, status=status)

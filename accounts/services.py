@@ -1,13 +1,18 @@
-"""Writes for accounts: organizations, sign-up completion and the audit trail."""
+"""Writes for accounts: organizations, sign-up completion, members and the audit trail."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
 from django.db import models, transaction
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from accounts.models import AuditAction, AuditEvent, Organization, Role, User
+from accounts.permissions import user_can_manage_members
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -96,14 +101,129 @@ def organization_create(*, name: str, actor: User | None = None) -> Organization
 
 @transaction.atomic
 def user_signup_complete(*, user: User, organization_name: str, request: HttpRequest | None = None) -> User:
-    """Finish a self-service sign-up: found a new organization and make the user its first clinician.
+    """Finish a self-service sign-up: found a new organization and make the user its first admin, who adds the
+    colleagues on the members page (`member_add`).
 
-    Joining an existing organization is never done by typing its name (anyone could); an organization admin or the
-    platform staff moves or adds users in the admin instead.
+    Joining an existing organization is never done by typing its name (anyone could); an admin of that organization
+    adds the person instead (or the platform staff, in the Django admin).
     """
     organization = organization_create(name=organization_name, actor=user)
     user.organization = organization
-    user.role = Role.CLINICIAN
+    user.role = Role.ADMIN
     user.save(update_fields=["organization", "role"])
     record_audit_event(action=AuditAction.SIGN_UP, actor=user, organization=organization, target=user, request=request)
     return user
+
+
+class MemberRefused(ValueError):
+    """A member change that is not allowed or not valid; the message says why, for the person who asked."""
+
+
+def _managed_member(*, actor: User, member_id: Any) -> User:
+    """A member of the actor's organization, or Http404 (another organization's user is as unknown as none)."""
+    if not user_can_manage_members(actor):
+        raise PermissionDenied("Only an administrator of the organization may manage its members.")
+    member = User.objects.filter(pk=member_id, organization_id=actor.organization_id).first()
+    if member is None:
+        raise Http404("No such member.")
+    return member
+
+
+def _member_event(action: str, *, actor: User, member: User, request: HttpRequest | None, **details: Any) -> None:
+    record_audit_event(
+        action=action,
+        actor=actor,
+        organization=actor.organization,
+        target=member,
+        request=request,
+        details={"username": member.username, **details},
+    )
+
+
+@transaction.atomic
+def member_add(*, actor: User, username: str, email: str, role: str, request: HttpRequest | None = None) -> User:
+    """An admin adds a colleague to their organization: the account has no password until its owner sets one through
+    the link sent to the address (`member_invitation_send`, after commit); the admin vouches for the address, so it
+    counts as verified and the first sign-in needs no confirmation."""
+    if not user_can_manage_members(actor):
+        raise PermissionDenied("Only an administrator of the organization may add members.")
+    username, email = username.strip(), email.strip()
+    if role not in Role.values:
+        raise MemberRefused(f"Unknown role {role!r}.")
+    if User.objects.filter(username__iexact=username).exists():
+        raise MemberRefused(f"The username {username!r} is taken.")
+    if User.objects.filter(email__iexact=email).exists() or EmailAddress.objects.filter(email__iexact=email).exists():
+        raise MemberRefused(f"An account with the email address {email} exists already.")
+    member = User(username=username, email=email, organization=actor.organization, role=role)
+    member.set_unusable_password()
+    try:
+        member.full_clean(exclude=["password"])
+    except ValidationError as exc:
+        raise MemberRefused(" ".join(exc.messages)) from exc
+    member.save()
+    EmailAddress.objects.create(user=member, email=email, verified=True, primary=True)
+    _member_event(AuditAction.MEMBER_ADD, actor=actor, member=member, request=request, role=role)
+    transaction.on_commit(lambda: member_invitation_send(member=member, actor=actor, request=request))
+    return member
+
+
+def member_invitation_send(*, member: User, actor: User, request: HttpRequest | None = None) -> None:
+    """Email the member a link to set their password (allauth's password-reset link: valid for
+    PASSWORD_RESET_TIMEOUT, once; it stops working when the password is set)."""
+    from allauth.account import app_settings as allauth_settings
+    from allauth.account.adapter import get_adapter
+    from allauth.account.utils import user_pk_to_url_str
+
+    token = allauth_settings.PASSWORD_RESET_TOKEN_GENERATOR().make_token(member)
+    url = get_adapter(request).get_reset_password_from_key_url(f"{user_pk_to_url_str(member)}-{token}")
+    days = max(1, round(settings.PASSWORD_RESET_TIMEOUT / 86400))
+    send_mail(
+        f"{settings.ACCOUNT_EMAIL_SUBJECT_PREFIX}You were added to {member.organization}",
+        f"{actor.get_username()} added you to {member.organization} on HemoPlatform as "
+        f"{member.get_role_display().lower()}, with the username {member.get_username()}.\n\n"
+        f"Set your password here (the link works once, for {days} days):\n{url}\n\n"
+        "Then sign in with your username or this email address.\n",
+        None,
+        [member.email],
+    )
+
+
+@transaction.atomic
+def member_update(
+    *,
+    actor: User,
+    member_id: Any,
+    role: str | None = None,
+    active: bool | None = None,
+    request: HttpRequest | None = None,
+) -> User:
+    """Change a member's role, or deactivate / reactivate the account (never deleted: the audit trail names it). An
+    admin cannot change their own role or deactivate themselves, so an organization always keeps an admin who can
+    undo a change. A deactivated member can no longer sign in or use an API token."""
+    member = _managed_member(actor=actor, member_id=member_id)
+    if member.pk == actor.pk:
+        raise MemberRefused("You cannot change your own role or deactivate yourself; ask another administrator.")
+    changes = {}
+    if role is not None and role != member.role:
+        if role not in Role.values:
+            raise MemberRefused(f"Unknown role {role!r}.")
+        changes["role"] = [member.role, role]
+        member.role = role
+    if active is not None and active != member.is_active:
+        changes["is_active"] = [member.is_active, active]
+        member.is_active = active
+    if changes:
+        member.save(update_fields=list(changes))  # the keys are the field names
+        _member_event(AuditAction.MEMBER_CHANGE, actor=actor, member=member, request=request, changes=changes)
+    return member
+
+
+def member_invitation_resend(*, actor: User, member_id: Any, request: HttpRequest | None = None) -> User:
+    """Send a member who has not set a password yet a new link (the old one may have expired)."""
+    member = _managed_member(actor=actor, member_id=member_id)
+    if member.has_usable_password():
+        raise MemberRefused(f"{member.username} has set a password already; they can reset it from the sign-in page.")
+    if not member.is_active:
+        raise MemberRefused(f"{member.username} is deactivated; reactivate the account first.")
+    member_invitation_send(member=member, actor=actor, request=request)
+    return member

@@ -93,7 +93,19 @@ def test_sign_up_verify_sign_in_create_case_upload_png_and_view_the_result(
         fill(browser, "id_password", PASSWORD)
         submit_and_wait_for_url(browser, "[data-testid=login-form] button[type=submit]", r".*/cases/$")
     nav = css(browser, "[data-testid=nav-user]").text
-    assert "drjones" in nav and "Riverside Stroke Unit" in nav and "Clinician" in nav
+    assert "drjones" in nav and "Riverside Stroke Unit" in nav and "Administrator" in nav
+
+    # The founder adds a colleague on the members page; the colleague is mailed a link to set a password.
+    browser.find_element(By.LINK_TEXT, "Members").click()
+    wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=member-add-form]")))
+    fill(browser, "id_username", "nurse_lee")
+    fill(browser, "id_email", "lee@riverside.example.org")
+    submit_and_wait_for_url(browser, "[data-testid=member-add-form] button[type=submit]", r".*/account/members/$")
+    assert "nurse_lee was added" in browser.page_source
+    assert "invited: no password yet" in css(browser, "[data-testid=member-nurse_lee]").text
+    assert wait_for(lambda: len(mailoutbox) == 2, timeout=10) and mailoutbox[1].to == ["lee@riverside.example.org"]
+    browser.find_element(By.LINK_TEXT, "Cases").click()
+    wait(browser).until(EC.url_matches(r".*/cases/$"))
 
     # Create a case.
     css(browser, "[data-testid=new-case]").click()
