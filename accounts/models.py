@@ -99,6 +99,7 @@ class AuditAction(models.TextChoices):
     ADMIN_CHANGE = "admin.change", "Admin change"
     MEMBER_ADD = "member.add", "Member added"
     MEMBER_CHANGE = "member.change", "Member changed"
+    MEMBER_INVITE = "member.invite", "Link to set a password sent"
 
 
 class AuditEventQuerySet(models.QuerySet):

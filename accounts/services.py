@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from allauth.account.models import EmailAddress
@@ -101,15 +102,16 @@ def organization_create(*, name: str, actor: User | None = None) -> Organization
 
 @transaction.atomic
 def user_signup_complete(*, user: User, organization_name: str, request: HttpRequest | None = None) -> User:
-    """Finish a self-service sign-up: found a new organization and make the user its first admin, who adds the
-    colleagues on the members page (`member_add`).
+    """Finish a self-service sign-up: found a new organization and make the user its first clinician.
 
     Joining an existing organization is never done by typing its name (anyone could); an admin of that organization
-    adds the person instead (or the platform staff, in the Django admin).
+    adds the person on the members page (`member_add`). Admins are appointed by platform staff (the Django admin,
+    or `createsuperuser`), never by signing up: an admin adds accounts for addresses it names, which only a
+    trusted person may do on a platform where anyone can sign up.
     """
     organization = organization_create(name=organization_name, actor=user)
     user.organization = organization
-    user.role = Role.ADMIN
+    user.role = Role.CLINICIAN
     user.save(update_fields=["organization", "role"])
     record_audit_event(action=AuditAction.SIGN_UP, actor=user, organization=organization, target=user, request=request)
     return user
@@ -120,9 +122,18 @@ class MemberRefused(ValueError):
 
 
 def _managed_member(*, actor: User, member_id: Any) -> User:
-    """A member of the actor's organization, or Http404 (another organization's user is as unknown as none)."""
-    if not user_can_manage_members(actor):
+    """A member of the actor's organization, or Http404 (another organization's user is as unknown as none, and so
+    is an id that is no id). The organization's active admins are locked first and the actor is read again among
+    them, so two admins changing each other at the same moment cannot both succeed (and leave none)."""
+    admins = User.objects.select_for_update().filter(
+        organization_id=actor.organization_id, role=Role.ADMIN, is_active=True
+    )
+    if not user_can_manage_members(actor) or actor.pk not in {u.pk for u in admins}:
         raise PermissionDenied("Only an administrator of the organization may manage its members.")
+    try:
+        member_id = uuid.UUID(str(member_id))
+    except ValueError:
+        raise Http404("No such member.") from None
     member = User.objects.filter(pk=member_id, organization_id=actor.organization_id).first()
     if member is None:
         raise Http404("No such member.")
@@ -143,11 +154,12 @@ def _member_event(action: str, *, actor: User, member: User, request: HttpReques
 @transaction.atomic
 def member_add(*, actor: User, username: str, email: str, role: str, request: HttpRequest | None = None) -> User:
     """An admin adds a colleague to their organization: the account has no password until its owner sets one through
-    the link sent to the address (`member_invitation_send`, after commit); the admin vouches for the address, so it
-    counts as verified and the first sign-in needs no confirmation."""
+    the link sent to the address (`member_invitation_send`, after commit); using the link verifies the address, so
+    the first sign-in needs no confirmation."""
     if not user_can_manage_members(actor):
         raise PermissionDenied("Only an administrator of the organization may add members.")
-    username, email = username.strip(), email.strip()
+    # allauth keeps addresses in lower case; another case would give the account a second, unverified address.
+    username, email = username.strip(), email.strip().lower()
     if role not in Role.values:
         raise MemberRefused(f"Unknown role {role!r}.")
     if User.objects.filter(username__iexact=username).exists():
@@ -161,7 +173,8 @@ def member_add(*, actor: User, username: str, email: str, role: str, request: Ht
     except ValidationError as exc:
         raise MemberRefused(" ".join(exc.messages)) from exc
     member.save()
-    EmailAddress.objects.create(user=member, email=email, verified=True, primary=True)
+    # Verified only when the emailed link is used (`email_verified_by_password_link`): the link proves the address.
+    EmailAddress.objects.create(user=member, email=email, verified=False, primary=True)
     _member_event(AuditAction.MEMBER_ADD, actor=actor, member=member, request=request, role=role)
     transaction.on_commit(lambda: member_invitation_send(member=member, actor=actor, request=request))
     return member
@@ -174,6 +187,7 @@ def member_invitation_send(*, member: User, actor: User, request: HttpRequest | 
     from allauth.account.adapter import get_adapter
     from allauth.account.utils import user_pk_to_url_str
 
+    _member_event(AuditAction.MEMBER_INVITE, actor=actor, member=member, request=request, email=member.email)
     token = allauth_settings.PASSWORD_RESET_TOKEN_GENERATOR().make_token(member)
     url = get_adapter(request).get_reset_password_from_key_url(f"{user_pk_to_url_str(member)}-{token}")
     days = max(1, round(settings.PASSWORD_RESET_TIMEOUT / 86400))
@@ -203,6 +217,8 @@ def member_update(
     member = _managed_member(actor=actor, member_id=member_id)
     if member.pk == actor.pk:
         raise MemberRefused("You cannot change your own role or deactivate yourself; ask another administrator.")
+    if member.is_staff or member.is_superuser:
+        raise MemberRefused(f"{member.username} is platform staff; only platform staff change that account.")
     changes = {}
     if role is not None and role != member.role:
         if role not in Role.values:
@@ -218,6 +234,7 @@ def member_update(
     return member
 
 
+@transaction.atomic
 def member_invitation_resend(*, actor: User, member_id: Any, request: HttpRequest | None = None) -> User:
     """Send a member who has not set a password yet a new link (the old one may have expired)."""
     member = _managed_member(actor=actor, member_id=member_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from allauth.account.models import EmailAddress
+from allauth.account.signals import password_reset
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -53,3 +55,12 @@ def audit_admin_change(sender, instance: LogEntry, created: bool, **kwargs):
             "message": instance.get_change_message(),
         },
     )
+
+
+@receiver(password_reset, dispatch_uid="accounts.email_verified_by_password_link")
+def email_verified_by_password_link(sender, request, user, **kwargs):
+    """A password set through the emailed link proves the address it was sent to: verify it where the account has
+    that one address (a member added by an admin has exactly one), so their first sign-in needs no confirmation."""
+    addresses = EmailAddress.objects.filter(user=user)
+    if addresses.count() == 1:
+        addresses.update(verified=True)

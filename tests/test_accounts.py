@@ -15,7 +15,7 @@ from scans.selectors import case_get_visible, case_list_visible, slice_list_visi
 from scans.services import case_create, case_record_view, scan_ingest
 
 
-def test_signup_founds_an_organization_as_its_admin_and_requires_email_verification(client, db):
+def test_signup_founds_an_organization_as_clinician_and_requires_email_verification(client, db):
     response = client.post(
         reverse("account_signup"),
         {
@@ -28,7 +28,7 @@ def test_signup_founds_an_organization_as_its_admin_and_requires_email_verificat
     )
     assert response.status_code == 302
     user = User.objects.get(username="newdoc")
-    assert user.role == Role.ADMIN, "the founder adds colleagues on the members page"
+    assert user.role == Role.CLINICIAN, "admins are appointed by platform staff, never by signing up"
     assert user.organization.name == "General Hospital"
     assert not EmailAddress.objects.get(user=user).verified
     assert len(mail.outbox) == 1 and "new@example.org" in mail.outbox[0].to

@@ -17,6 +17,14 @@ MEMBERS = "/account/members/"
 NEW_PASSWORD = "a-long-new-passphrase-77"
 
 
+def _set_password_from_mail(message) -> None:
+    link = re.search(r"https?://\S+", message.body).group(0)
+    visitor = Client()
+    form_page = visitor.get(link, follow=True)
+    assert b'name="password1"' in form_page.content, "the link opens the form to set a password"
+    visitor.post(form_page.redirect_chain[-1][0], {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+
+
 def _add(client, django_capture_on_commit_callbacks, **fields):
     data = {"action": "add", "username": "bob", "email": "bob@example.org", "role": Role.CLINICIAN, **fields}
     with django_capture_on_commit_callbacks(execute=True):
@@ -31,9 +39,10 @@ def test_admin_adds_a_colleague_who_sets_a_password_from_the_link_and_signs_in(
     bob = User.objects.get(username="bob")
     assert bob.organization_id == org_admin.organization_id and bob.role == Role.CLINICIAN
     assert not bob.has_usable_password(), "no password until bob sets one"
-    assert EmailAddress.objects.get(user=bob).verified, "the admin vouches for the address"
+    assert not EmailAddress.objects.get(user=bob).verified, "verified by using the link, not by the admin's word"
     event = AuditEvent.objects.get(action=AuditAction.MEMBER_ADD)
     assert event.actor == org_admin and event.target_id == str(bob.pk) and event.details["role"] == "clinician"
+    assert AuditEvent.objects.get(action=AuditAction.MEMBER_INVITE).details["email"] == "bob@example.org"
     page = org_admin_client.get(MEMBERS)
     assert 'data-testid="member-bob"' in page.content.decode() and "invited: no password yet" in page.content.decode()
 
@@ -50,6 +59,7 @@ def test_admin_adds_a_colleague_who_sets_a_password_from_the_link_and_signs_in(
     assert done.status_code == 302
     bob.refresh_from_db()
     assert bob.check_password(NEW_PASSWORD)
+    assert [(a.email, a.verified) for a in EmailAddress.objects.filter(user=bob)] == [("bob@example.org", True)]
     # Signs in at once (no confirmation email to wait for) and sees the organization's cases.
     signed_in = Client()
     login = signed_in.post(reverse("account_login"), {"login": "bob", "password": NEW_PASSWORD})
@@ -123,6 +133,7 @@ def test_a_new_link_goes_only_to_a_member_without_a_password(
     mail.outbox.clear()
     org_admin_client.post(MEMBERS, {"action": "resend", "member": bob.pk})
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["bob@example.org"]
+    assert AuditEvent.objects.filter(action=AuditAction.MEMBER_INVITE, target_id=str(bob.pk)).count() == 2
     refused = org_admin_client.post(MEMBERS, {"action": "resend", "member": clinician.pk}, follow=True)
     assert "has set a password already" in refused.content.decode() and len(mail.outbox) == 1
 
@@ -150,3 +161,60 @@ def test_only_an_organization_admin_may_manage_and_only_their_own_members(
 
 def test_members_link_is_in_the_navigation_of_admins(org_admin_client):
     assert 'href="/account/members/"' in org_admin_client.get(reverse("cases:dashboard")).content.decode()
+
+
+def test_a_mixed_case_address_is_kept_in_lower_case_and_signs_in_by_email_without_confirmation(
+    org_admin_client, django_capture_on_commit_callbacks
+):
+    _add(org_admin_client, django_capture_on_commit_callbacks, email="Bob@Example.ORG")
+    bob = User.objects.get(username="bob")
+    assert bob.email == "bob@example.org"
+    _set_password_from_mail(mail.outbox[0])
+    assert list(EmailAddress.objects.filter(user=bob).values_list("email", "verified")) == [("bob@example.org", True)]
+    client = Client()
+    response = client.post(reverse("account_login"), {"login": "Bob@Example.ORG", "password": NEW_PASSWORD})
+    assert response.status_code == 302 and "confirm-email" not in response["Location"]
+    assert "_auth_user_id" in client.session
+
+
+def test_a_link_sent_before_deactivation_no_longer_works(org_admin_client, django_capture_on_commit_callbacks):
+    _add(org_admin_client, django_capture_on_commit_callbacks)
+    bob = User.objects.get(username="bob")
+    org_admin_client.post(MEMBERS, {"action": "deactivate", "member": bob.pk})
+    link = re.search(r"https?://\S+", mail.outbox[0].body).group(0)
+    assert b'name="password1"' not in Client().get(link, follow=True).content
+    bob.refresh_from_db()
+    assert not bob.has_usable_password()
+
+
+def test_platform_staff_in_the_organization_are_not_the_admin_s_to_change(org_admin_client, make_user, organization):
+    staff = make_user(role=Role.ADMIN, organization=organization, is_staff=True)
+    response = org_admin_client.post(MEMBERS, {"action": "deactivate", "member": staff.pk}, follow=True)
+    assert "is platform staff" in response.content.decode()
+    org_admin_client.post(MEMBERS, {"action": "role", "member": staff.pk, "role": Role.CLINICIAN})
+    staff.refresh_from_db()
+    assert staff.is_active and staff.role == Role.ADMIN
+
+
+def test_an_admin_demoted_meanwhile_can_no_longer_change_anyone(org_admin, make_user, organization):
+    """Two admins demoting each other at the same moment: the second change is made by someone who is no longer an
+    admin (their user object in memory is stale) and is refused, so the organization keeps an admin."""
+    from django.core.exceptions import PermissionDenied
+
+    from accounts.services import member_update
+
+    second = make_user(role=Role.ADMIN, organization=organization)
+    stale_second = User.objects.get(pk=second.pk)
+    member_update(actor=org_admin, member_id=second.pk, role=Role.CLINICIAN)
+    with pytest.raises(PermissionDenied):
+        member_update(actor=stale_second, member_id=org_admin.pk, role=Role.CLINICIAN)
+    org_admin.refresh_from_db()
+    assert org_admin.role == Role.ADMIN
+
+
+@pytest.mark.parametrize("member", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+def test_a_member_id_that_names_no_member_is_a_404(org_admin_client, member):
+    for action in ("role", "deactivate", "resend"):
+        assert (
+            org_admin_client.post(MEMBERS, {"action": action, "member": member, "role": "auditor"}).status_code == 404
+        )
