@@ -58,10 +58,18 @@ def members(request: HttpRequest) -> HttpResponse:
             if action == "add":
                 form = MemberAddForm(request.POST)
                 if form.is_valid():
-                    member = services.member_add(actor=request.user, request=request, **form.cleaned_data)
-                    messages.success(
-                        request, f"{member.username} was added; a link to set a password was sent to {member.email}."
+                    member, mail_error = services.member_add_and_invite(
+                        actor=request.user, request=request, **form.cleaned_data
                     )
+                    if mail_error:
+                        messages.warning(
+                            request,
+                            f"{member.username} was added, but the email to {member.email} could not be sent "
+                            f"({mail_error}). Use “Send a new link” once mail works.",
+                        )
+                    else:
+                        sent = f"a link to set a password was sent to {member.email}"
+                        messages.success(request, f"{member.username} was added; {sent}.")
                     return redirect("account-members")
             elif action == "role":
                 role = request.POST.get("role", "")
@@ -80,10 +88,14 @@ def members(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"{member.username} was {action}d.")
                 return redirect("account-members")
             elif action == "resend":
-                member = services.member_invitation_resend(
-                    actor=request.user, member_id=request.POST.get("member"), request=request
-                )
-                messages.success(request, f"A new link to set a password was sent to {member.email}.")
+                try:
+                    member = services.member_invitation_resend(
+                        actor=request.user, member_id=request.POST.get("member"), request=request
+                    )
+                except OSError as exc:  # the mail server: nothing else changed
+                    messages.error(request, f"The email could not be sent ({exc}); try again once mail works.")
+                else:
+                    messages.success(request, f"A new link to set a password was sent to {member.email}.")
                 return redirect("account-members")
             else:
                 messages.error(request, "Unknown action.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -14,6 +15,8 @@ from django.http import Http404, HttpRequest
 
 from accounts.models import AuditAction, AuditEvent, Organization, Role, User
 from accounts.permissions import user_can_manage_members
+
+logger = logging.getLogger(__name__)
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -154,8 +157,8 @@ def _member_event(action: str, *, actor: User, member: User, request: HttpReques
 @transaction.atomic
 def member_add(*, actor: User, username: str, email: str, role: str, request: HttpRequest | None = None) -> User:
     """An admin adds a colleague to their organization: the account has no password until its owner sets one through
-    the link sent to the address (`member_invitation_send`, after commit); using the link verifies the address, so
-    the first sign-in needs no confirmation."""
+    the link sent to the address (`member_invitation_send`; the page calls `member_add_and_invite`); using the link
+    verifies the address, so the first sign-in needs no confirmation."""
     if not user_can_manage_members(actor):
         raise PermissionDenied("Only an administrator of the organization may add members.")
     # allauth keeps addresses in lower case; another case would give the account a second, unverified address.
@@ -176,8 +179,23 @@ def member_add(*, actor: User, username: str, email: str, role: str, request: Ht
     # Verified only when the emailed link is used (`email_verified_by_password_link`): the link proves the address.
     EmailAddress.objects.create(user=member, email=email, verified=False, primary=True)
     _member_event(AuditAction.MEMBER_ADD, actor=actor, member=member, request=request, role=role)
-    transaction.on_commit(lambda: member_invitation_send(member=member, actor=actor, request=request))
     return member
+
+
+def member_add_and_invite(
+    *, actor: User, username: str, email: str, role: str, request: HttpRequest | None = None
+) -> tuple[User, str]:
+    """`member_add`, committed, then the link to set a password (`member_invitation_send`). Returns the member and
+    "" or why the email could not be sent: the account exists whatever the mail server says, and the admin can send
+    a new link from the page, so a mail failure is told, not turned into an error page for an addition that happened.
+    """
+    member = member_add(actor=actor, username=username, email=email, role=role, request=request)
+    try:
+        member_invitation_send(member=member, actor=actor, request=request)
+    except OSError as exc:  # smtplib's errors and connection failures are OSErrors
+        logger.warning("link to set a password for %s not sent: %s", member.username, exc)
+        return member, str(exc) or exc.__class__.__name__
+    return member, ""
 
 
 def member_invitation_send(*, member: User, actor: User, request: HttpRequest | None = None) -> None:
@@ -187,7 +205,6 @@ def member_invitation_send(*, member: User, actor: User, request: HttpRequest | 
     from allauth.account.adapter import get_adapter
     from allauth.account.utils import user_pk_to_url_str
 
-    _member_event(AuditAction.MEMBER_INVITE, actor=actor, member=member, request=request, email=member.email)
     token = allauth_settings.PASSWORD_RESET_TOKEN_GENERATOR().make_token(member)
     url = get_adapter(request).get_reset_password_from_key_url(f"{user_pk_to_url_str(member)}-{token}")
     days = max(1, round(settings.PASSWORD_RESET_TIMEOUT / 86400))
@@ -200,6 +217,8 @@ def member_invitation_send(*, member: User, actor: User, request: HttpRequest | 
         None,
         [member.email],
     )
+    # Audited once sent: a link the mail server refused was never issued to anyone.
+    _member_event(AuditAction.MEMBER_INVITE, actor=actor, member=member, request=request, email=member.email)
 
 
 @transaction.atomic

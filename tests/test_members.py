@@ -218,3 +218,28 @@ def test_a_member_id_that_names_no_member_is_a_404(org_admin_client, member):
         assert (
             org_admin_client.post(MEMBERS, {"action": action, "member": member, "role": "auditor"}).status_code == 404
         )
+
+
+class _DownMailBackend:
+    """A mail server that refuses connections (settings.EMAIL_BACKEND for one test)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        raise ConnectionRefusedError("mail server unreachable")
+
+
+def test_a_mail_server_that_is_down_leaves_the_member_added_and_says_so(
+    org_admin_client, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = f"{__name__}._DownMailBackend"
+    response = _add(org_admin_client, django_capture_on_commit_callbacks)
+    assert response.status_code == 302
+    assert User.objects.filter(username="bob").exists()
+    page = org_admin_client.get(MEMBERS).content.decode()
+    assert "bob was added, but the email to bob@example.org could not be sent (mail server unreachable)" in page
+    bob = User.objects.get(username="bob")
+    again = org_admin_client.post(MEMBERS, {"action": "resend", "member": bob.pk}, follow=True)
+    assert "The email could not be sent (mail server unreachable)" in again.content.decode()
+    assert not AuditEvent.objects.filter(action=AuditAction.MEMBER_INVITE).exists(), "no link was issued"
