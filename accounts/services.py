@@ -108,9 +108,9 @@ def user_signup_complete(*, user: User, organization_name: str, request: HttpReq
     """Finish a self-service sign-up: found a new organization and make the user its first clinician.
 
     Joining an existing organization is never done by typing its name (anyone could); an admin of that organization
-    adds the person on the members page (`member_add`). Admins are appointed by platform staff (the Django admin,
-    or `createsuperuser`), never by signing up: an admin adds accounts for addresses it names, which only a
-    trusted person may do on a platform where anyone can sign up.
+    adds the person on the members page (`member_add`). An organization's first admin is appointed by platform
+    staff (the Django admin, or `createsuperuser`), never by signing up, and admins may appoint further ones: an
+    admin adds accounts for addresses it names, which only a trusted person may do where anyone can sign up.
     """
     organization = organization_create(name=organization_name, actor=user)
     user.organization = organization
@@ -248,18 +248,27 @@ def member_update(
         changes["is_active"] = [member.is_active, active]
         member.is_active = active
     if changes:
-        member.save(update_fields=list(changes))  # the keys are the field names
+        fields = list(changes)  # the keys are the field names
+        if active is False and not member.has_usable_password():
+            # A new unusable password: links to set one that were sent before (their token covers the password
+            # hash) stay dead after a reactivation; the admin sends a new link then.
+            member.set_unusable_password()
+            fields.append("password")
+        member.save(update_fields=fields)
         _member_event(AuditAction.MEMBER_CHANGE, actor=actor, member=member, request=request, changes=changes)
     return member
 
 
-@transaction.atomic
 def member_invitation_resend(*, actor: User, member_id: Any, request: HttpRequest | None = None) -> User:
-    """Send a member who has not set a password yet a new link (the old one may have expired)."""
-    member = _managed_member(actor=actor, member_id=member_id)
-    if member.has_usable_password():
-        raise MemberRefused(f"{member.username} has set a password already; they can reset it from the sign-in page.")
-    if not member.is_active:
-        raise MemberRefused(f"{member.username} is deactivated; reactivate the account first.")
+    """Send a member who has not set a password yet a new link (the old one may have expired). The checks run under
+    the admins' lock; the mail is sent after it is released, so a slow mail server holds no row."""
+    with transaction.atomic():
+        member = _managed_member(actor=actor, member_id=member_id)
+        if member.has_usable_password():
+            raise MemberRefused(
+                f"{member.username} has set a password already; they can reset it from the sign-in page."
+            )
+        if not member.is_active:
+            raise MemberRefused(f"{member.username} is deactivated; reactivate the account first.")
     member_invitation_send(member=member, actor=actor, request=request)
     return member

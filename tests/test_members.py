@@ -183,8 +183,11 @@ def test_a_link_sent_before_deactivation_no_longer_works(org_admin_client, djang
     org_admin_client.post(MEMBERS, {"action": "deactivate", "member": bob.pk})
     link = re.search(r"https?://\S+", mail.outbox[0].body).group(0)
     assert b'name="password1"' not in Client().get(link, follow=True).content
+    # Nor after a reactivation: the admin sends a new link then.
+    org_admin_client.post(MEMBERS, {"action": "activate", "member": bob.pk})
+    assert b'name="password1"' not in Client().get(link, follow=True).content
     bob.refresh_from_db()
-    assert not bob.has_usable_password()
+    assert bob.is_active and not bob.has_usable_password()
 
 
 def test_platform_staff_in_the_organization_are_not_the_admin_s_to_change(org_admin_client, make_user, organization):

@@ -137,6 +137,7 @@ HEMO_DEFAULT_ORGANIZATION_NAME = env("HEMO_DEFAULT_ORGANIZATION_NAME", default="
 # --- email -----------------------------------------------------------------------------------------------------------
 _email = env.email_url("EMAIL_URL", default="consolemail://")
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)  # seconds: a hung mail server never holds a request for long
 for _key in ("EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS", "EMAIL_USE_SSL"):
     if _key in _email:
         globals()[_key] = _email[_key]
