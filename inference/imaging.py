@@ -59,7 +59,8 @@ def undecodable_compression(ds: Dataset) -> str | None:
 
 
 def modality(ds: Dataset) -> str:
-    return str(ds.get("Modality", "") or "").upper()
+    """`ml.dicom.modality`: the Modality tag, upper case ("" when absent)."""
+    return ml_dicom.modality(ds)
 
 
 def frame_count(ds: Dataset) -> int:

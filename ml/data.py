@@ -82,14 +82,14 @@ def read_head_ct(root: str | Path) -> list[Scan]:
                 raise ValueError(f"{labels} needs the columns 'id, hemorrhage'; it has {sorted(row)}")
             if row["id"]:
                 rows.append((row["id"], _binary_label(row["hemorrhage"], f"{labels}, line {line}")))
+    named = [(raw_id, label, *_image_names(raw_id)) for raw_id, label in rows]
     folders = [f for f in (root, root / "head_ct", root / "head_ct" / "head_ct") if f.is_dir()]
     listings = [{p.name.lower(): p for p in f.iterdir() if p.is_file()} for f in folders]
-    found = [sum(any(n in files for n in _image_names(raw)[1]) for raw, _ in rows) for files in listings]
+    found = [sum(any(n in files for n in names) for *_, names in named) for files in listings]
     best = int(np.argmax(found))
     folder, files = folders[best], listings[best]
     scans, missing = [], []
-    for raw_id, label in rows:
-        scan_id, names = _image_names(raw_id)
+    for raw_id, label, scan_id, names in named:
         image = next((files[n] for n in names if n in files), None)
         if image is None:
             missing.append(raw_id)

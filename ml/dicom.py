@@ -87,16 +87,24 @@ def is_dicom_bytes(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
+def modality(ds: Dataset) -> str:
+    """The Modality tag, upper case ("" when absent)."""
+    return str(ds.get("Modality", "") or "").upper()
+
+
 def is_ct(ds: Dataset) -> bool:
     """Modality is CT."""
-    return str(ds.get("Modality", "")).upper() == "CT"
+    return modality(ds) == "CT"
+
+
+CT_LIKE_MODALITIES = {"OT", "SC", ""}
 
 
 def is_ct_like(ds: Dataset) -> bool:
     """CT, or a Secondary Capture ("OT"/"SC") holding HU-like pixels: one sample, 16-bit, signed or rescaled."""
     if is_ct(ds):
         return True
-    if str(ds.get("Modality", "")).upper() not in {"OT", "SC", ""}:
+    if modality(ds) not in CT_LIKE_MODALITIES:
         return False
     one_sample = int(ds.get("SamplesPerPixel", 1)) == 1
     sixteen = int(ds.get("BitsAllocated", 0)) == 16
@@ -104,7 +112,6 @@ def is_ct_like(ds: Dataset) -> bool:
     return one_sample and sixteen and hu_hint
 
 
-CT_LIKE_MODALITIES = {"OT", "SC", ""}
 AIR_HU = -500  # a CT slice holds air (about -1000 HU) or the scanner's padding outside its field of view
 
 
@@ -112,8 +119,8 @@ def ct_header_rejection(ds: Dataset) -> str | None:
     """Why the header alone rules the dataset out as CT (None: it may be CT). Modality CT passes; a Secondary
     Capture (OT/SC or no modality) passes only with one 16-bit sample per pixel, signed or rescaled (`is_ct_like`);
     every other modality (MR, US, CR, ...) is refused. Nothing is decoded."""
-    mod = str(ds.get("Modality", "") or "").upper()
-    if is_ct(ds):
+    mod = modality(ds)
+    if mod == "CT":
         if _samples_per_pixel(ds) != 1:
             return (
                 "This DICOM file is marked CT but holds a colour picture (a screenshot), not CT Hounsfield units. "
@@ -157,10 +164,9 @@ def ct_rejection_reason(ds: Dataset, hu: np.ndarray | None = None) -> str | None
             )
         return None
     if not (low <= AIR_HU and high >= 0):
-        mod = str(ds.get("Modality", "") or "").upper()
         return (
-            f"This DICOM file is {mod or 'of unknown modality'} and its pixel values do not look like CT Hounsfield "
-            "units (no air and tissue range). Only head CT can be analysed."
+            f"This DICOM file is {modality(ds) or 'of unknown modality'} and its pixel values do not look like CT "
+            "Hounsfield units (no air and tissue range). Only head CT can be analysed."
         )
     return None
 

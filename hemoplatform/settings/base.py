@@ -127,7 +127,6 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
-ACCOUNT_PASSWORD_RESET_TOKEN_GENERATOR = "accounts.tokens.ActiveAwarePasswordResetTokenGenerator"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[HemoPlatform] "
 # Sign-up is open by default (each sign-up founds its own organization); set false for invite-only deployments.
 HEMO_SIGNUP_OPEN = env.bool("HEMO_SIGNUP_OPEN", default=True)
