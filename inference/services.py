@@ -163,6 +163,18 @@ def prediction_request(
     Idempotent: a queued prediction is enqueued again (the task ignores duplicates), a failed one is reset and
     retried, a running or succeeded one is returned as it is. ``user`` None means the system asked.
     """
+    return prediction_get_or_request(scan=scan, model_version=model_version, user=user, request=request)[0]
+
+
+def prediction_get_or_request(
+    *,
+    scan: Scan,
+    model_version: ModelVersion | None = None,
+    user: User | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[Prediction, bool]:
+    """`prediction_request`, and whether this call created the prediction: decided by the database's unique
+    (scan, model version) row, so of two requests at the same moment exactly one is told it created it."""
     if user is not None and not user_can_write_record(user, scan.case.organization_id):
         raise PermissionDenied("You may not request predictions for this scan.")
     model_version = model_version or model_version_get_active()
@@ -195,7 +207,7 @@ def prediction_request(
             )
         if prediction.status == PredictionStatus.QUEUED:
             transaction.on_commit(partial(_enqueue, prediction.pk))
-    return prediction
+    return prediction, created
 
 
 def scan_submit(

@@ -25,7 +25,7 @@ from inference.api.filters import PredictionFilter
 from inference.api.serializers import ModelVersionSerializer, PredictionSerializer, RerunSerializer
 from inference.models import HeatMap, ModelVersion, Prediction
 from inference.selectors import model_version_list, prediction_list_visible
-from inference.services import model_version_get_active, prediction_request
+from inference.services import model_version_get_active, prediction_get_or_request
 
 
 @extend_schema_view(
@@ -66,13 +66,12 @@ class PredictionViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
         serializer = RerunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         model_version = serializer.validated_data.get("model_version") or model_version_get_active()
-        existed = Prediction.objects.filter(scan_id=prediction.scan_id, model_version=model_version).exists()
-        result = prediction_request(
+        result, created = prediction_get_or_request(
             scan=prediction.scan, model_version=model_version, user=request.user, request=request
         )
         result = self.get_queryset().get(pk=result.pk)
         return Response(
-            self.get_serializer(result).data, status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED
+            self.get_serializer(result).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
     @extend_schema(

@@ -275,3 +275,69 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(case, clini
         "errors": {},
     }
     assert Scan.objects.count() == 0 and Slice.objects.count() == 0 and Prediction.objects.count() == 0
+
+
+def test_of_two_reruns_at_the_same_moment_only_the_one_that_created_says_201(
+    transactional_db, case, clinician, client_for, active_model, fake_model_dir, tmp_path
+):
+    """Another request has inserted the prediction and not yet committed when this rerun asks: the rerun waits on
+    the unique (scan, model version) row and must answer 200 with that prediction, not 201 as if it had made it."""
+    import shutil
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from inference.services import model_version_register, prediction_request
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (row locks seen in pg_stat_activity); scripts/test.sh sets DATABASE_URL")
+    response = client_for(clinician).post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart"
+    )
+    first = Prediction.objects.get(pk=response.json()["prediction"]["id"])
+    other_dir = tmp_path / "other-model"
+    shutil.copytree(fake_model_dir, other_dir)
+    (other_dir / "model.pt").write_bytes(b"other weights")
+    other, _ = model_version_register(path=other_dir, activate=False)
+    client = client_for(clinician)
+    inserted, release, outcome = threading.Event(), threading.Event(), {}
+
+    def the_other_request():
+        try:
+            with transaction.atomic():
+                outcome["theirs"] = prediction_request(scan=first.scan, model_version=other, user=clinician).pk
+                inserted.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def this_rerun():
+        try:
+            outcome["ours"] = client.post(
+                f"/api/v1/predictions/{first.pk}/rerun/", {"model_version": str(other.pk)}, format="json"
+            )
+        finally:
+            connection.close()
+
+    theirs = threading.Thread(target=the_other_request)
+    theirs.start()
+    assert inserted.wait(30)
+    ours = threading.Thread(target=this_rerun)
+    ours.start()
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:  # wait until the rerun is blocked on the uncommitted row
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        else:
+            release.set()
+            pytest.fail("the rerun never waited on the other request's row")
+    release.set()
+    theirs.join(30)
+    ours.join(30)
+    assert outcome["ours"].status_code == 200, outcome["ours"].content
+    assert outcome["ours"].json()["id"] == str(outcome["theirs"])
+    assert Prediction.objects.filter(scan=first.scan).count() == 2
