@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -11,7 +13,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import services
 from accounts.decorators import auditor_required, member_manager_required
-from accounts.models import Role
+from accounts.exports import audit_export_record, csv_download, export_query, invalid_filters_response
+from accounts.models import AuditAction, Role
 from accounts.page_forms import AuditEventFilterForm, MemberAddForm
 from accounts.page_selectors import audit_event_list_filtered, organization_member_list, organization_members
 from accounts.permissions import user_can_read
@@ -41,7 +44,38 @@ def audit_events(request: HttpRequest) -> HttpResponse:
         target=filters.get("target", ""),
     )
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "audit/events.html", {"form": form, "page": page})
+    return render(request, "audit/events.html", {"form": form, "page": page, "export_query": export_query(request.GET)})
+
+
+EVENT_EXPORT_HEADER = ["time", "actor", "action", "action_label", "target_type", "target_id", "ip_address", "details"]
+
+
+@require_GET
+@auditor_required
+def audit_events_export(request: HttpRequest) -> HttpResponse:
+    """The audit trail as CSV, with the page's filters (which must be valid: an export never widens silently)."""
+    form = AuditEventFilterForm(request.GET, members=organization_members(user=request.user))
+    if not form.is_valid():
+        return invalid_filters_response(form)
+    events = audit_event_list_filtered(user=request.user, **form.cleaned_data)
+    audit_export_record(
+        user=request.user, export="audit_events", filters=form.cleaned_data, rows=events.count(), request=request
+    )
+    labels = dict(AuditAction.choices)
+    rows = (
+        [
+            e.created,
+            e.actor_username,
+            e.action,
+            labels.get(e.action, ""),
+            e.target_type,
+            e.target_id,
+            e.ip_address,
+            json.dumps(e.details, sort_keys=True, ensure_ascii=False),
+        ]
+        for e in events.iterator(chunk_size=500)
+    )
+    return csv_download(name="audit-events", header=EVENT_EXPORT_HEADER, rows=rows)
 
 
 @never_cache

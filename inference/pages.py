@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.decorators import auditor_required, member_required
+from accounts.exports import audit_export_record, csv_download, export_query, invalid_filters_response
 from accounts.page_selectors import organization_members
 from accounts.permissions import user_can_write_record
 from inference.forms import PredictionAuditFilterForm
@@ -297,4 +298,81 @@ def audit_predictions(request: HttpRequest) -> HttpResponse:
         input_check=filters.get("input_check", ""),
     )
     page = Paginator(predictions, PREDICTIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "audit/predictions.html", {"form": form, "page": page})
+    return render(
+        request,
+        "audit/predictions.html",
+        {"form": form, "page": page, "export_query": export_query(request.GET)},
+    )
+
+
+PREDICTION_EXPORT_HEADER = [
+    "prediction_id",
+    "requested",
+    "finished",
+    "patient_ref",
+    "case_id",
+    "scan_id",
+    "scan_kind",
+    "slices",
+    "model_version",
+    "status",
+    "probability",
+    "threshold",
+    "label",
+    "requested_by",
+    "worker_host",
+    "input_check",
+    "error",
+]
+
+
+def _label_word(prediction: Prediction) -> str:
+    if prediction.status != PredictionStatus.SUCCEEDED or prediction.label is None:
+        return ""
+    return "positive" if prediction.label else "negative"
+
+
+@require_GET
+@auditor_required
+def audit_predictions_export(request: HttpRequest) -> HttpResponse:
+    """Every prediction the audit page lists for these filters, as CSV (which must be valid: an export never
+    widens silently). ``label`` is positive / negative for a succeeded prediction and empty otherwise."""
+    form = PredictionAuditFilterForm(request.GET, members=organization_members(user=request.user))
+    if not form.is_valid():
+        return invalid_filters_response(form)
+    filters = form.cleaned_data
+    predictions = prediction_list_for_audit(
+        user=request.user,
+        date_from=filters["date_from"],
+        date_to=filters["date_to"],
+        status=filters["status"],
+        label=filters["label"],
+        requested_by=filters["user"],
+        input_check=filters["input_check"],
+    )
+    audit_export_record(
+        user=request.user, export="predictions", filters=filters, rows=predictions.count(), request=request
+    )
+    rows = (
+        [
+            p.pk,
+            p.created,
+            p.finished,
+            p.scan.case.patient_ref,
+            p.scan.case_id,
+            p.scan_id,
+            p.scan.kind,
+            p.scan.slice_count,
+            p.model_version.version,
+            p.status,
+            p.probability,
+            p.threshold,
+            _label_word(p),
+            p.requested_by.get_username() if p.requested_by else "system",
+            p.worker_host,
+            ((p.scan.details or {}).get("input_check") or {}).get("verdict", ""),
+            p.error_message,
+        ]
+        for p in predictions.iterator(chunk_size=500)
+    )
+    return csv_download(name="predictions", header=PREDICTION_EXPORT_HEADER, rows=rows)

@@ -156,6 +156,8 @@ def test_anonymous_users_are_sent_to_sign_in(client, finished_prediction, active
         reverse("results:model-artifact", args=[active_model.pk, "curves"]),
         reverse("audit:predictions"),
         reverse("audit:events"),
+        reverse("audit:predictions-export"),
+        reverse("audit:events-export"),
     ]
     for url in urls:
         response = client.get(url)
@@ -406,6 +408,89 @@ def test_audit_pages_for_auditors_and_admins_only(
     assert cell(AuditAction.SCAN_UPLOAD) in events and cell(AuditAction.CASE_CREATE) in events
     filtered = body(auditor_client.get(reverse("audit:events"), {"action": AuditAction.SCAN_UPLOAD.value}))
     assert cell(AuditAction.SCAN_UPLOAD) in filtered and cell(AuditAction.CASE_CREATE) not in filtered
+
+
+def csv_rows(response) -> list[dict]:
+    import csv
+
+    assert response.status_code == 200, response
+    assert response["Content-Type"] == "text/csv; charset=utf-8" and response["Cache-Control"] == "no-store"
+    assert (
+        response["Content-Disposition"].startswith('attachment; filename="')
+        and ".csv" in response["Content-Disposition"]
+    )
+    text = b"".join(response.streaming_content).decode("utf-8")
+    assert text.startswith("\ufeff")  # spreadsheets read the file as UTF-8
+    return list(csv.DictReader(io.StringIO(text[1:])))
+
+
+@pytest.mark.django_db
+def test_audit_exports_are_csv_of_the_filtered_list_audited_and_defused(
+    auditor, auditor_client, clinician_client, other_clinician, finished_prediction, clinician, upload, make_user
+):
+    from inference.pages import PREDICTION_EXPORT_HEADER
+    from inference.services import prediction_request
+
+    # Patient references cannot start a formula; usernames can ("-2+3" is a valid one a spreadsheet computes as 1).
+    formula = "-2+3"
+    colleague = make_user(role="clinician", organization=clinician.organization, username=formula)
+    second_case = case_create(user=colleague, patient_ref="HOSP-000777")
+    queued = prediction_request(
+        scan=scan_ingest(case=second_case, user=colleague, files=[upload(head_png(), name="b.png")]), user=colleague
+    )
+    foreign_case = case_create(user=other_clinician, patient_ref="OTHER-ORG-1")
+    foreign = prediction_request(
+        scan=scan_ingest(case=foreign_case, user=other_clinician, files=[upload(head_png(), name="c.png")]),
+        user=other_clinician,
+    )
+    export_url = reverse("audit:predictions-export")
+    assert clinician_client.get(export_url).status_code == 403
+    assert clinician_client.get(reverse("audit:events-export")).status_code == 403
+
+    rows = csv_rows(auditor_client.get(export_url))
+    assert list(rows[0]) == PREDICTION_EXPORT_HEADER
+    by_id = {row["prediction_id"]: row for row in rows}
+    assert set(by_id) == {str(finished_prediction.pk), str(queued.pk)}  # never another organization's
+    assert str(foreign.pk) not in by_id and "OTHER-ORG-1" not in str(rows)
+    done = by_id[str(finished_prediction.pk)]
+    assert (done["status"], done["probability"], done["threshold"], done["label"]) == (
+        "succeeded",
+        "0.91",
+        "0.42",
+        "positive",
+    )
+    assert done["patient_ref"] == "HOSP-000123" and done["requested_by"] == clinician.username
+    assert done["slices"] == "1" and done["worker_host"] == "worker-1" and done["requested"].endswith("+00:00")
+    waiting = by_id[str(queued.pk)]
+    assert waiting["status"] == "queued" and waiting["label"] == "" and waiting["probability"] == ""
+    assert waiting["requested_by"] == "'" + formula  # a spreadsheet shows the text instead of running it
+
+    filtered = csv_rows(auditor_client.get(export_url, {"status": "succeeded", "page": "3"}))
+    assert [row["prediction_id"] for row in filtered] == [str(finished_prediction.pk)]
+    exports = AuditEvent.objects.filter(action=AuditAction.EXPORT).order_by("id")
+    assert [(e.actor, e.details["export"], e.details["rows"]) for e in exports] == [
+        (auditor, "predictions", 2),
+        (auditor, "predictions", 1),
+    ]
+    assert exports.last().details["filters"] == {"status": "succeeded"}
+
+    refused = auditor_client.get(export_url, {"status": "lost", "date_from": "yesterday"})
+    assert refused.status_code == 400 and refused["Content-Type"].startswith("text/plain")
+    assert "nothing was exported" in body(refused) and "Status:" in body(refused) and "From:" in body(refused)
+    assert exports.count() == 2  # a refused export is no export
+
+    page = body(auditor_client.get(reverse("audit:predictions"), {"status": "succeeded", "page": "1"}))
+    assert f'href="{export_url}?status=succeeded"' in page  # the page's filters, not its page number
+
+    events = csv_rows(auditor_client.get(reverse("audit:events-export"), {"action": AuditAction.SCAN_UPLOAD.value}))
+    uploads = AuditEvent.objects.filter(action=AuditAction.SCAN_UPLOAD, organization=clinician.organization)
+    assert sorted(row["target_id"] for row in events) == sorted(uploads.values_list("target_id", flat=True))
+    assert len(events) == 2 and {row["action_label"] for row in events} == {"Scan uploaded"}
+    assert all(
+        json.loads(row["details"]) == e.details
+        for row, e in zip(events, uploads.order_by("-created", "-id"), strict=True)
+    )
+    assert "OTHER-ORG-1" not in str(events)
 
 
 @pytest.mark.django_db
