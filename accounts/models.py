@@ -87,12 +87,14 @@ class AuditAction(models.TextChoices):
     ORGANIZATION_CREATE = "organization.create", "Organization created"
     CASE_CREATE = "case.create", "Case created"
     CASE_VIEW = "case.view", "Case viewed"
+    CASE_UPDATE = "case.update", "Case updated"
     SCAN_UPLOAD = "scan.upload", "Scan uploaded"
     FILE_DOWNLOAD = "file.download", "File downloaded"
     PREDICTION_REQUEST = "prediction.request", "Prediction requested"
     PREDICTION_START = "prediction.start", "Prediction started"
     PREDICTION_SUCCEED = "prediction.succeed", "Prediction succeeded"
     PREDICTION_FAIL = "prediction.fail", "Prediction failed"
+    PREDICTION_VIEW = "prediction.view", "Result viewed"
     MODEL_REGISTER = "model.register", "Model registered"
     MODEL_ACTIVATE = "model.activate", "Model activated"
     EXPORT = "data.export", "Data exported"
@@ -100,6 +102,9 @@ class AuditAction(models.TextChoices):
     MEMBER_ADD = "member.add", "Member added"
     MEMBER_CHANGE = "member.change", "Member changed"
     MEMBER_INVITE = "member.invite", "Link to set a password sent"
+    TOKEN_CREATE = "auth.token_create", "API token created"
+    TOKEN_ROTATE = "auth.token_rotate", "API token replaced"
+    TOKEN_REVOKE = "auth.token_revoke", "API token revoked"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -13,7 +13,7 @@ class AuditEventFilterForm(forms.Form):
     action = forms.ChoiceField(
         label="Action",
         required=False,
-        choices=[("", "Any action"), *AuditAction.choices, ("case.update", "Case updated")],
+        choices=[("", "Any action"), *AuditAction.choices],
     )
     actor = forms.ChoiceField(label="Actor", required=False)
     target = forms.CharField(label="Target id", required=False, max_length=64)

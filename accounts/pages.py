@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts import services
 from accounts.decorators import auditor_required, member_manager_required
 from accounts.exports import audit_export_record, csv_download, export_query, invalid_filters_response
-from accounts.models import AuditAction, Role
+from accounts.models import AuditAction, AuditEvent, Role
 from accounts.page_forms import AuditEventFilterForm, MemberAddForm
 from accounts.page_selectors import audit_event_list_filtered, organization_member_list, organization_members
 from accounts.permissions import user_can_read
@@ -34,15 +34,12 @@ def home(request: HttpRequest) -> HttpResponse:
 @auditor_required
 def audit_events(request: HttpRequest) -> HttpResponse:
     form = AuditEventFilterForm(request.GET or None, members=organization_members(user=request.user))
-    filters = form.cleaned_data if form.is_valid() else {}
-    events = audit_event_list_filtered(
-        user=request.user,
-        date_from=filters.get("date_from"),
-        date_to=filters.get("date_to"),
-        action=filters.get("action", ""),
-        actor=filters.get("actor", ""),
-        target=filters.get("target", ""),
-    )
+    if not form.is_bound:
+        events = audit_event_list_filtered(user=request.user)
+    elif form.is_valid():
+        events = audit_event_list_filtered(user=request.user, **form.cleaned_data)
+    else:  # the filters show their errors and no rows: never the whole trail as if it matched them
+        events = AuditEvent.objects.none()
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "audit/events.html", {"form": form, "page": page, "export_query": export_query(request.GET)})
 

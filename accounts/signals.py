@@ -7,10 +7,11 @@ from allauth.account.signals import password_reset
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db.models import Q
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from accounts.models import AuditAction
+from accounts.models import AuditAction, User
 from accounts.services import admin_change_organization, client_ip, record_audit_event
 
 
@@ -30,7 +31,20 @@ def audit_sign_out(sender, request, user, **kwargs):
 def audit_sign_in_failed(sender, credentials, request=None, **kwargs):
     # Credentials are already scrubbed of the password by Django; keep only the login name that was tried.
     tried = {k: v for k, v in credentials.items() if k in ("username", "email", "login")}
-    record_audit_event(action=AuditAction.SIGN_IN_FAILED, ip_address=client_ip(request), details={"tried": tried})
+    # Against an existing account, the attempt belongs to that account's organization: its admins and auditors see
+    # guessing at their colleagues' passwords in their own trail (an unknown name stays with platform staff).
+    account = _account_named(next((str(v) for v in tried.values() if v), ""))
+    record_audit_event(
+        action=AuditAction.SIGN_IN_FAILED, target=account, ip_address=client_ip(request), details={"tried": tried}
+    )
+
+
+def _account_named(name: str) -> User | None:
+    """The one account whose username or email is ``name`` (case-insensitive), else None."""
+    if not name:
+        return None
+    matches = list(User.objects.filter(Q(username__iexact=name) | Q(email__iexact=name))[:2])
+    return matches[0] if len(matches) == 1 else None
 
 
 @receiver(post_save, sender=LogEntry, dispatch_uid="accounts.audit_admin_change")

@@ -1,4 +1,8 @@
-"""Refuse a request body over the upload limit from its Content-Length, before Django reads or spools any of it.
+"""Two guards around every request: private responses are never kept by a browser or proxy, and an upload over the
+limit is refused before it is read.
+
+RequestSizeLimitMiddleware: refuse a request body over the upload limit from its Content-Length, before Django reads
+or spools any of it.
 
 scans.services applies HEMO_MAX_UPLOAD_MB to what was uploaded, but by then Django has already written the whole body
 to a temporary file: a client declaring 50 GB would fill the disk first. This middleware answers 413 at once when
@@ -15,10 +19,18 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 
 from scans.services import MB, too_big_message
 
 ENVELOPE_MARGIN = 1 * MB  # multipart boundaries, headers and ordinary form fields
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """The page's own scripts (upload, status polling) ask for JSON; a plain form post gets a page."""
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or "application/json" in request.headers.get(
+        "Accept", ""
+    )
 
 
 def declared_limit() -> int:
@@ -44,4 +56,24 @@ class RequestSizeLimitMiddleware:
         # Nothing of the body has been read: no view ran and nothing reached the storage.
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": message, "code": "too_large", "errors": {}}, status=413)
+        if wants_json(request):  # the case page's upload script shows `error` beside the form
+            return JsonResponse({"error": message}, status=413)
         return render(request, "413.html", {"message": message, "back": request.path}, status=413)
+
+
+class PrivateResponsesNotStoredMiddleware:
+    """Every response to a signed-in user, and every API response, gets ``Cache-Control: no-store, private`` (unless
+    the view set its own): a result page must not come back from the browser's cache through the Back button after
+    the clinician signed out of a shared workstation, nor be kept by a proxy."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if not response.has_header("Cache-Control") and (
+            request.path.startswith("/api/") or (user is not None and user.is_authenticated)
+        ):
+            add_never_cache_headers(response)
+        return response

@@ -6,6 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from scans.models import Scan, Slice, private_storage
 
@@ -77,6 +78,8 @@ class Prediction(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     modified = models.DateTimeField(auto_now=True)
+    # When it was last asked for: its creation, or the latest retry of a failure (with requested_by, who asked).
+    requested = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 

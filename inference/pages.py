@@ -28,7 +28,7 @@ from inference.forms import PredictionAuditFilterForm
 from inference.models import ModelVersion, Prediction, PredictionStatus
 from inference.page_selectors import prediction_list_for_audit, prediction_viewer_slices
 from inference.selectors import model_version_list, prediction_get_visible
-from inference.services import ModelUnavailable, prediction_request
+from inference.services import ModelUnavailable, prediction_record_view, prediction_request
 from ml import slabs
 from scans.selectors import scan_get_visible
 
@@ -81,6 +81,7 @@ def slice_chart(probabilities: list[float | None], threshold: float | None) -> d
         "left": CHART_LEFT,
         "right": CHART_WIDTH - CHART_RIGHT,
         "top": CHART_TOP,
+        "plot_height": plot_h,
         "baseline": baseline,
         "label_y": baseline + 18,
         "bars": bars,
@@ -106,6 +107,7 @@ def _selected_slice(request: HttpRequest, prediction: Prediction, count: int) ->
 @member_required
 def prediction_detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = prediction_get_visible(user=request.user, prediction_id=prediction_id)
+    prediction_record_view(prediction=prediction, user=request.user, request=request)
     entries = prediction_viewer_slices(prediction=prediction)
     selected = _selected_slice(request, prediction, len(entries))
     viewer = [
@@ -287,16 +289,10 @@ def model_artifact(request: HttpRequest, model_id: uuid.UUID, name: str) -> File
 @auditor_required
 def audit_predictions(request: HttpRequest) -> HttpResponse:
     form = PredictionAuditFilterForm(request.GET or None, members=organization_members(user=request.user))
-    filters = form.cleaned_data if form.is_valid() else {}
-    predictions = prediction_list_for_audit(
-        user=request.user,
-        date_from=filters.get("date_from"),
-        date_to=filters.get("date_to"),
-        status=filters.get("status", ""),
-        label=filters.get("label", ""),
-        requested_by=filters.get("user", ""),
-        input_check=filters.get("input_check", ""),
-    )
+    if form.is_bound and not form.is_valid():  # errors shown and no rows: never every prediction as if it matched
+        predictions = Prediction.objects.none()
+    else:
+        predictions = _audited_predictions(request.user, form.cleaned_data if form.is_bound else {})
     page = Paginator(predictions, PREDICTIONS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -307,6 +303,7 @@ def audit_predictions(request: HttpRequest) -> HttpResponse:
 
 PREDICTION_EXPORT_HEADER = [
     "prediction_id",
+    "created",
     "requested",
     "finished",
     "patient_ref",
@@ -326,6 +323,19 @@ PREDICTION_EXPORT_HEADER = [
 ]
 
 
+def _audited_predictions(user, filters: dict[str, Any]):
+    """The audit list for the filter form's cleaned data (empty: no filter)."""
+    return prediction_list_for_audit(
+        user=user,
+        date_from=filters.get("date_from"),
+        date_to=filters.get("date_to"),
+        status=filters.get("status", ""),
+        label=filters.get("label", ""),
+        requested_by=filters.get("user", ""),
+        input_check=filters.get("input_check", ""),
+    )
+
+
 def _label_word(prediction: Prediction) -> str:
     if prediction.status != PredictionStatus.SUCCEEDED or prediction.label is None:
         return ""
@@ -341,15 +351,7 @@ def audit_predictions_export(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return invalid_filters_response(form)
     filters = form.cleaned_data
-    predictions = prediction_list_for_audit(
-        user=request.user,
-        date_from=filters["date_from"],
-        date_to=filters["date_to"],
-        status=filters["status"],
-        label=filters["label"],
-        requested_by=filters["user"],
-        input_check=filters["input_check"],
-    )
+    predictions = _audited_predictions(request.user, filters)
     audit_export_record(
         user=request.user, export="predictions", filters=filters, rows=predictions.count(), request=request
     )
@@ -357,6 +359,7 @@ def audit_predictions_export(request: HttpRequest) -> HttpResponse:
         [
             p.pk,
             p.created,
+            p.requested,
             p.finished,
             p.scan.case.patient_ref,
             p.scan.case_id,

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import AuditAction, User
-from accounts.permissions import user_can_write_record
+from accounts.permissions import user_can_read_record, user_can_write_record
 from accounts.services import record_audit_event
 from inference.models import HeatMap, ModelVersion, Prediction, PredictionStatus
 from inference.predictor import artifact_sha256, get_predictor
@@ -192,8 +192,19 @@ def prediction_get_or_request(
                 prediction.error_message = ""
                 prediction.started = prediction.finished = None
                 prediction.attempts = 0  # a retry someone asked for gets HEMO_PREDICTION_MAX_ATTEMPTS runs again
+                # The result page, the audit list and the queue wait speak of this request, not the first one.
+                prediction.requested, prediction.requested_by = timezone.now(), user
                 prediction.save(
-                    update_fields=["status", "error_message", "started", "finished", "attempts", "modified"]
+                    update_fields=[
+                        "status",
+                        "error_message",
+                        "started",
+                        "finished",
+                        "attempts",
+                        "requested",
+                        "requested_by",
+                        "modified",
+                    ]
                 )
                 retried = True
         if created or retried:
@@ -208,6 +219,20 @@ def prediction_get_or_request(
         if prediction.status == PredictionStatus.QUEUED:
             transaction.on_commit(partial(_enqueue, prediction.pk))
     return prediction, created
+
+
+def prediction_record_view(*, prediction: Prediction, user: User, request: HttpRequest | None = None) -> None:
+    """Audit that a user read a result: the result page on every opening, the API's retrieve once the prediction has
+    finished (an integration polling a queued one reads no result)."""
+    if not user_can_read_record(user, prediction.scan.case.organization_id):
+        raise PermissionDenied
+    record_audit_event(
+        action=AuditAction.PREDICTION_VIEW,
+        actor=user,
+        target=prediction,
+        request=request,
+        details={"case": str(prediction.scan.case_id), "status": prediction.status},
+    )
 
 
 def scan_submit(
@@ -335,7 +360,7 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
         return _prediction_fail(prediction_id=prediction.pk, attempt=attempt, message=_human_error(exc))
     timings = {key: round(float(value), 4) for key, value in (result.timings or {}).items()}
     timings["total"] = round(time.monotonic() - started, 4)
-    timings["queue_wait"] = round((now - prediction.created).total_seconds(), 4)
+    timings["queue_wait"] = round((now - prediction.requested).total_seconds(), 4)
     return _prediction_succeed(
         prediction_id=prediction.pk, attempt=attempt, result=result, overlays=overlays, slices=slices, timings=timings
     )

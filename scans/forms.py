@@ -8,6 +8,7 @@ from django.conf import settings
 
 from inference.models import PredictionStatus
 from scans.models import Case, validate_patient_ref
+from scans.services import MB
 
 PATIENT_REF_HELP = (
     "A pseudonymous code such as HOSP-000123 (letters, digits, '.', '_' or '-', with at least one digit). "
@@ -67,6 +68,7 @@ class UploadForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.max_bytes = settings.HEMO_MAX_UPLOAD_MB * MB  # all files of one upload together (scans.services)
         self.fields["files"].help_text = (
             f"One PNG or JPEG slice, the DICOM files of one CT series (or one multi-frame Enhanced CT file), or a "
             f"ZIP of a series "

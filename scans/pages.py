@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.decorators import member_required, writer_required
 from accounts.permissions import user_can_write_record
+from hemoplatform.middleware import wants_json
 from inference.models import PredictionStatus
 from inference.services import ModelUnavailable, scan_submit
 from scans.forms import CaseCreateForm, CaseEditForm, DashboardFilterForm, UploadForm
@@ -29,12 +30,6 @@ from scans.services import IngestError, case_create, case_record_view, case_upda
 
 CASES_PER_PAGE = 20
 PENDING = (PredictionStatus.QUEUED, PredictionStatus.RUNNING)
-
-
-def _wants_json(request: HttpRequest) -> bool:
-    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or "application/json" in request.headers.get(
-        "Accept", ""
-    )
 
 
 @require_GET
@@ -49,7 +44,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         label=filters.get("label", ""),
     )
     page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "scans/dashboard.html", {"form": form, "page": page, "filtered": any(filters.values())})
+    # The page polls itself (asking for JSON) while a listed case's latest prediction is queued or running.
+    poll_state = ",".join(f"{c.pk}:{c.latest_prediction_id}:{c.latest_status}" for c in page.object_list)
+    pending = any(c.latest_status in PENDING for c in page.object_list)
+    if wants_json(request):
+        return JsonResponse({"state": poll_state, "pending": pending})
+    context = {
+        "form": form,
+        "page": page,
+        "filtered": any(filters.values()),
+        "pending": pending,
+        "poll_state": poll_state,
+    }
+    return render(request, "scans/dashboard.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -158,7 +165,7 @@ def case_upload(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     except ModelUnavailable as exc:
         error, status = str(exc), 503
     if error is not None:
-        if _wants_json(request):
+        if wants_json(request):
             return JsonResponse({"error": error}, status=status)
         return _case_page(request, case, upload_error=error, status=status)
     result_url = reverse("results:detail", kwargs={"prediction_id": prediction.pk})
@@ -171,7 +178,7 @@ def case_upload(request: HttpRequest, case_id: uuid.UUID) -> HttpResponse:
     if scan.input_warning:
         messages.warning(request, scan.input_warning)
         message += f" {scan.input_warning}"
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse(
             {"redirect": result_url, "scan": str(scan.pk), "prediction": str(prediction.pk), "message": message},
             status=201,

@@ -228,7 +228,9 @@ def case_update(
     if changed:
         case.full_clean()
         case.save(update_fields=[*changed, "modified"])
-        record_audit_event(action="case.update", actor=user, target=case, request=request, details={"fields": changed})
+        record_audit_event(
+            action=AuditAction.CASE_UPDATE, actor=user, target=case, request=request, details={"fields": changed}
+        )
     return case
 
 

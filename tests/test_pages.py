@@ -723,3 +723,76 @@ def test_zip_upload_reports_the_files_it_skipped(clinician_client, case, active_
     scan = Scan.objects.get()
     assert scan.slice_count == 2 and scan.details["skipped_files"] == ["LICENSE", "meta.json"]
     assert "Skipped 2 file(s) of the ZIP that are not DICOM or PNG/JPEG images: LICENSE, meta.json." in body(response)
+
+
+@pytest.mark.django_db
+def test_audit_filters_cover_token_events_and_wrong_filters_show_no_rows(org_admin, org_admin_client, clinician):
+    from accounts.api.services import api_token_rotate
+
+    api_token_rotate(user=clinician)
+    url = reverse("audit:events")
+    page = body(org_admin_client.get(url, {"action": AuditAction.TOKEN_CREATE.value}))
+    assert '<span class="tag tag--muted">auth.token_create</span>' in page and "Select a valid choice" not in page
+    wrong = body(org_admin_client.get(url, {"action": "no.such.action", "actor": str(clinician.pk)}))
+    assert "Select a valid choice" in wrong and "No audit event matches" in wrong
+    assert "auth.token_create</span>" not in wrong  # not the whole trail as if it matched
+    assert "No prediction matches" in body(org_admin_client.get(reverse("audit:predictions"), {"status": "lost"}))
+    # A target's full id is one click away: the link filters the trail to it.
+    assert f'href="?target={clinician.pk}"' in body(org_admin_client.get(url))
+
+
+@pytest.mark.django_db
+def test_chart_columns_are_clickable_over_their_whole_height(clinician_client, finished_prediction):
+    from inference.pages import CHART_BOTTOM, CHART_HEIGHT, CHART_TOP
+
+    page = body(clinician_client.get(reverse("results:detail", args=[finished_prediction.pk])))
+    assert f'height="{CHART_HEIGHT - CHART_TOP - CHART_BOTTOM}" class="chart__hit"' in page
+
+
+@pytest.mark.django_db
+@override_settings(HEMO_MAX_UPLOAD_MB=1)
+def test_upload_far_over_the_limit_from_the_page_script_gets_its_message_as_json(
+    clinician_client, case, active_model, private_files
+):
+    before = private_files()
+    big = ContentFile(b"\x89PNG\r\n\x1a\n" + b"\x00" * (3 * 1024 * 1024), name="big.png")
+    response = clinician_client.post(
+        reverse("cases:upload", args=[case.pk]),
+        {"files": big},
+        HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 413 and response["Content-Type"] == "application/json"
+    assert "the limit is 1 MB" in response.json()["error"]
+    assert Scan.objects.count() == 0 and private_files() == before
+    page = body(clinician_client.get(reverse("cases:detail", args=[case.pk])))
+    assert f'data-max-bytes="{1024 * 1024}"' in page  # the script refuses before sending
+
+
+@pytest.mark.django_db
+def test_a_retry_is_shown_as_the_new_request_of_whoever_asked(
+    clinician, org_admin, org_admin_client, finished_prediction, auditor_client
+):
+    Prediction.objects.filter(pk=finished_prediction.pk).update(status=PredictionStatus.FAILED, error_message="x")
+    first = Prediction.objects.get(pk=finished_prediction.pk)
+    assert first.requested_by == clinician and abs((first.requested - first.created).total_seconds()) < 1
+    assert org_admin_client.post(reverse("results:request", args=[first.scan_id])).status_code == 302
+    retried = Prediction.objects.get(pk=first.pk)
+    assert retried.status == PredictionStatus.QUEUED and retried.requested_by == org_admin
+    assert retried.requested > first.requested and retried.created == first.created
+    page = body(auditor_client.get(reverse("results:detail", args=[first.pk])))
+    assert f'datetime="{retried.requested.isoformat()}"' in page and f"by {org_admin.username}" in page
+
+
+@pytest.mark.django_db
+def test_dashboard_polls_while_a_listed_case_is_pending(clinician_client, finished_prediction):
+    url = reverse("cases:dashboard")
+    assert "data-poll-url" not in body(clinician_client.get(url))  # nothing pending: no polling
+    Prediction.objects.filter(pk=finished_prediction.pk).update(status=PredictionStatus.RUNNING)
+    page = body(clinician_client.get(url, {"q": "HOSP"}))
+    assert f'data-poll-url="{url}?q=HOSP"' in page and '<meta http-equiv="refresh"' in page
+    running = clinician_client.get(url, {"q": "HOSP"}, HTTP_ACCEPT="application/json").json()
+    assert running["pending"] is True and running["state"].endswith(":running")
+    Prediction.objects.filter(pk=finished_prediction.pk).update(status=PredictionStatus.SUCCEEDED)
+    done = clinician_client.get(url, {"q": "HOSP"}, HTTP_ACCEPT="application/json").json()
+    assert done["pending"] is False and done["state"] != running["state"]

@@ -299,3 +299,36 @@ def test_a_missing_file_is_a_404_and_no_audited_download(clinician_client, case,
     assert clinician_client.get(reverse("scans:slice-file", args=[slice_.pk])).status_code == 404
     assert clinician_client.get(f"/api/v1/scans/{scan.pk}/slices/0/file/").status_code == 404
     assert not _events(AuditAction.FILE_DOWNLOAD).exists()
+
+
+@pytest.mark.django_db
+def test_private_pages_and_every_api_answer_are_never_stored(clinician, clinician_client, client, case, active_model):
+    """A result page must not come back from the browser's cache (Back after signing out of a shared workstation)."""
+    for url in (reverse("cases:dashboard"), reverse("cases:detail", args=[case.pk]), reverse("account_email")):
+        cache_control = clinician_client.get(url)["Cache-Control"]
+        assert "no-store" in cache_control and "private" in cache_control, url
+    api = APIClient()
+    api.force_authenticate(clinician)
+    assert "no-store" in api.get("/api/v1/cases/")["Cache-Control"]
+    assert "no-store" in APIClient().get("/api/v1/cases/")["Cache-Control"]  # a 401 too
+    assert "no-store" not in client.get(reverse("home")).get("Cache-Control", "")  # the public page may be cached
+
+
+@pytest.mark.django_db
+def test_reading_a_result_is_audited_on_the_page_and_through_the_api(
+    clinician, auditor, auditor_client, case, active_model
+):
+    api = APIClient()
+    api.force_authenticate(clinician)
+    created = api.post(
+        f"/api/v1/cases/{case.pk}/scans/", {"files": [ContentFile(make_png(), name="s.png")]}, format="multipart"
+    ).json()
+    prediction_id = created["prediction"]["id"]
+    assert api.get(f"/api/v1/predictions/{prediction_id}/").status_code == 200
+    assert not _events(AuditAction.PREDICTION_VIEW).exists()  # polling a queued prediction reads no result
+    Prediction.objects.filter(pk=prediction_id).update(status=PredictionStatus.SUCCEEDED, probability=0.8)
+    assert api.get(f"/api/v1/predictions/{prediction_id}/").status_code == 200
+    by_api = _events(AuditAction.PREDICTION_VIEW, actor=clinician, target_id=prediction_id).get()
+    assert by_api.organization == case.organization and by_api.details == {"case": str(case.pk), "status": "succeeded"}
+    assert auditor_client.get(reverse("results:detail", args=[prediction_id])).status_code == 200
+    assert _events(AuditAction.PREDICTION_VIEW, actor=auditor, target_id=prediction_id).count() == 1

@@ -14,10 +14,6 @@ from rest_framework.authtoken.models import Token
 from accounts.models import AuditAction, User
 from accounts.services import record_audit_event
 
-TOKEN_CREATE = "auth.token_create"
-TOKEN_ROTATE = "auth.token_rotate"
-TOKEN_REVOKE = "auth.token_revoke"
-
 
 class TokenRefused(Exception):
     """The credentials are right but the account may not have a token yet (e.g. unverified email)."""
@@ -43,7 +39,7 @@ def api_token_get_or_create(*, user: User, request: HttpRequest | None = None) -
         raise TokenRefused(reason)
     token, created = Token.objects.get_or_create(user=user)
     if created:
-        record_audit_event(action=TOKEN_CREATE, actor=user, target=user, request=request)
+        record_audit_event(action=AuditAction.TOKEN_CREATE, actor=user, target=user, request=request)
     return token, created
 
 
@@ -77,7 +73,12 @@ def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token
         raise TokenRefused(reason)
     existed = Token.objects.filter(user=user).delete()[0] > 0
     token = Token.objects.create(user=user)
-    record_audit_event(action=TOKEN_ROTATE if existed else TOKEN_CREATE, actor=user, target=user, request=request)
+    record_audit_event(
+        action=AuditAction.TOKEN_ROTATE if existed else AuditAction.TOKEN_CREATE,
+        actor=user,
+        target=user,
+        request=request,
+    )
     return token
 
 
@@ -86,7 +87,7 @@ def api_token_revoke(*, user: User, request: HttpRequest | None = None) -> bool:
     """Delete the user's token; True when there was one."""
     revoked = Token.objects.filter(user=user).delete()[0] > 0
     if revoked:
-        record_audit_event(action=TOKEN_REVOKE, actor=user, target=user, request=request)
+        record_audit_event(action=AuditAction.TOKEN_REVOKE, actor=user, target=user, request=request)
     return revoked
 
 

@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "hemoplatform.middleware.PrivateResponsesNotStoredMiddleware",
     # After authentication (the 413 page shows the signed-in user); before any view reads the body.
     "hemoplatform.middleware.RequestSizeLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -72,6 +72,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "error",
             "timings",
             "created",
+            "requested",
             "started",
             "finished",
         ]

@@ -25,7 +25,7 @@ from inference.api.filters import PredictionFilter
 from inference.api.serializers import ModelVersionSerializer, PredictionSerializer, RerunSerializer
 from inference.models import HeatMap, ModelVersion, Prediction
 from inference.selectors import model_version_list, prediction_list_visible
-from inference.services import model_version_get_active, prediction_get_or_request
+from inference.services import model_version_get_active, prediction_get_or_request, prediction_record_view
 
 
 @extend_schema_view(
@@ -51,6 +51,12 @@ class PredictionViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
         return prediction_list_visible(user=self.request.user).prefetch_related(
             Prefetch("heatmaps", queryset=HeatMap.objects.order_by("index"))
         )
+
+    def retrieve(self, request, *args, **kwargs):
+        prediction = self.get_object()
+        if prediction.is_finished:
+            prediction_record_view(prediction=prediction, user=request.user, request=request)
+        return Response(self.get_serializer(prediction).data)
 
     @extend_schema(
         summary="Run a model version on the prediction's scan",

@@ -74,6 +74,14 @@
       if (!window.FormData || !window.XMLHttpRequest) { return; } /* plain form post */
       e.preventDefault();
       if (!input.files || input.files.length === 0) { showError("Choose a file to upload first."); return; }
+      /* Over the limit: say so now, with the server's wording, instead of sending it all to be refused. */
+      var maxBytes = parseInt(form.getAttribute("data-max-bytes") || "0", 10), total = 0;
+      for (var i = 0; i < input.files.length; i++) { total += input.files[i].size; }
+      if (maxBytes && total > maxBytes) {
+        showError("The upload is " + (total / 1048576).toFixed(1) + " MB; the limit is " +
+                  Math.round(maxBytes / 1048576) + " MB. A ZIP of the series is often much smaller.");
+        return;
+      }
       var xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
       xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
