@@ -78,3 +78,15 @@ def email_verified_by_password_link(sender, request, user, **kwargs):
     addresses = EmailAddress.objects.filter(user=user)
     if addresses.count() == 1:
         addresses.update(verified=True)
+
+
+@receiver(post_save, sender=User, dispatch_uid="accounts.api_token_ends_with_the_password")
+def api_token_ends_with_the_password(sender, instance: User, created: bool, **kwargs):
+    """A new password (changed, reset, set by staff) revokes the API token: a reset after a compromise must also lock
+    out a key that leaked with the password. ``_password`` holds the raw password from ``set_password`` until the
+    save completes (AbstractBaseUser); Django's rehash of a stored hash at sign-in clears it first, so it is not a
+    change."""
+    if not created and getattr(instance, "_password", None) is not None:
+        from accounts.api.services import api_token_revoke
+
+        api_token_revoke(user=instance, reason="password changed")

@@ -6,7 +6,7 @@ Admins manage any user's token in the Django admin (``Auth Token > Tokens``); th
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import authenticate
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
@@ -17,6 +17,10 @@ from accounts.services import record_audit_event
 
 class TokenRefused(Exception):
     """The credentials are right but the account may not have a token yet (e.g. unverified email)."""
+
+
+class TokenRateLimited(Exception):
+    """Too many failed sign-ins for this account (or from this address): the exchange is not even tried."""
 
 
 def user_may_hold_token(*, user: User) -> str:
@@ -37,6 +41,7 @@ def api_token_get_or_create(*, user: User, request: HttpRequest | None = None) -
     reason = user_may_hold_token(user=user)
     if reason:
         raise TokenRefused(reason)
+    User.objects.select_for_update().filter(pk=user.pk).first()  # against a rotation at the same moment
     token, created = Token.objects.get_or_create(user=user)
     if created:
         record_audit_event(action=AuditAction.TOKEN_CREATE, actor=user, target=user, request=request)
@@ -51,7 +56,14 @@ def api_token_sign_in(*, username: str, password: str, request: HttpRequest | No
     exchange is a sign-in with a password and is audited as one (``via: api_token``), whether or not the token
     already existed. Raises TokenRefused when the account may not hold a token.
     """
-    user = authenticate(request, username=username, password=password)
+    from allauth.account.adapter import get_adapter
+
+    try:
+        # allauth's authenticate counts failures against the same per-account limit as the sign-in page: an account
+        # locked there is locked here, and guesses here count there.
+        user = get_adapter(request).authenticate(request, username=username, password=password)
+    except ValidationError as exc:
+        raise TokenRateLimited(" ".join(exc.messages)) from exc
     if user is None:
         return None
     token, created = api_token_get_or_create(user=user, request=request)
@@ -71,6 +83,9 @@ def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token
     reason = user_may_hold_token(user=user)
     if reason:
         raise TokenRefused(reason)
+    # One change of a user's token at a time: two at once (a double click) both deleted, then both inserted, and the
+    # second insert broke the one-token-per-user constraint (a 500).
+    User.objects.select_for_update().filter(pk=user.pk).first()
     existed = Token.objects.filter(user=user).delete()[0] > 0
     token = Token.objects.create(user=user)
     record_audit_event(
@@ -83,11 +98,14 @@ def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token
 
 
 @transaction.atomic
-def api_token_revoke(*, user: User, request: HttpRequest | None = None) -> bool:
-    """Delete the user's token; True when there was one."""
+def api_token_revoke(*, user: User, request: HttpRequest | None = None, reason: str = "") -> bool:
+    """Delete the user's token; True when there was one. ``reason`` is audited when the user did not ask (a new
+    password ends the old token: accounts.signals.api_token_ends_with_the_password)."""
+    User.objects.select_for_update().filter(pk=user.pk).first()
     revoked = Token.objects.filter(user=user).delete()[0] > 0
     if revoked:
-        record_audit_event(action=AuditAction.TOKEN_REVOKE, actor=user, target=user, request=request)
+        details = {"reason": reason} if reason else {}
+        record_audit_event(action=AuditAction.TOKEN_REVOKE, actor=user, target=user, request=request, details=details)
     return revoked
 
 

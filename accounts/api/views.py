@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.api.serializers import MeSerializer, TokenRequestSerializer, TokenSerializer, TokenStatusSerializer
 from accounts.api.services import (
+    TokenRateLimited,
     TokenRefused,
     api_token_get,
     api_token_revoke,
@@ -63,6 +64,8 @@ class TokenView(APIView):
             )
         except TokenRefused as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}, code="token_refused") from exc
+        except TokenRateLimited as exc:
+            raise exceptions.Throttled(detail=str(exc)) from exc
         if token is None:
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to sign in with these credentials."]}, code="authentication_failed"

@@ -267,9 +267,10 @@ HEMO_API_THROTTLE_RATES = {
     "token": env("HEMO_API_THROTTLE_TOKEN", default="10/minute"),  # POST /api/v1/auth/token/, per client address
     "upload": env("HEMO_API_THROTTLE_UPLOAD", default="60/hour"),  # scan uploads, per user
 }
-# Throttle counters live in the default cache: per process by default; set CACHE_URL (e.g. redis://...) so that
-# several web processes share them.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Throttle counters and allauth's failed-sign-in limits live in the default cache, which every web process must
+# share (gunicorn runs several: a per-process cache multiplies each limit by their number). Default: files under
+# HEMO_VAR_DIR, shared by the processes of one machine; CACHE_URL=redis://... for several machines.
+CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{HEMO_VAR_DIR / 'cache'}")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "HemoPlatform API",
     "DESCRIPTION": "Intracranial hemorrhage detection on head CT. Research use only; not a diagnostic device. "

@@ -217,3 +217,79 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_token_throttle(api_cl
         for i in range(4)
     ]
     assert statuses == [400, 400, 429, 429]
+
+
+def test_token_exchange_shares_the_sign_in_pages_per_account_lockout(api_client, client, clinician):
+    """Guesses through the API count against the account as the page's do, and an account the page locked is locked
+    for the exchange too (allauth's login_failed limit: 5 per account in 5 minutes)."""
+    from django.core.cache import cache
+    from django.urls import reverse
+
+    for _ in range(5):
+        assert api_client.post(TOKEN_URL, {"username": clinician.username, "password": "guess-1"}).status_code == 400
+    locked = api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json")
+    body = assert_error_shape(locked, 429)
+    assert "Too many failed login attempts" in body["detail"] and not Token.objects.exists()
+    page = client.post(reverse("account_login"), {"login": clinician.username, "password": PASSWORD})
+    assert page.status_code == 200 and b"Too many failed login attempts" in page.content  # the page agrees
+
+    cache.clear()
+    for _ in range(5):
+        client.post(reverse("account_login"), {"login": clinician.username, "password": "guess-2"})
+    refused = api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json")
+    assert refused.status_code == 429 and not Token.objects.exists()
+
+
+def test_a_new_password_ends_the_api_token(api_client, clinician, clinician_client, token_for):
+    from django.urls import reverse
+
+    old = token_for(clinician)
+    new_password = "another-horse-battery-7"
+    response = clinician_client.post(
+        reverse("account_change_password"),
+        {"oldpassword": PASSWORD, "password1": new_password, "password2": new_password},
+    )
+    assert response.status_code == 302, response.content
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {old}")
+    assert api_client.get("/api/v1/me/").status_code == 401
+    revoked = AuditEvent.objects.get(action="auth.token_revoke", actor=clinician)
+    assert revoked.details == {"reason": "password changed"}
+    api_client.credentials()
+    fresh = api_client.post(TOKEN_URL, {"username": clinician.username, "password": new_password}, format="json")
+    assert fresh.status_code == 200 and fresh.json()["token"] != old
+    clinician.refresh_from_db()
+    clinician.is_staff = False  # another save without a new password keeps the token
+    clinician.save()
+    assert Token.objects.filter(user=clinician, key=fresh.json()["token"]).exists()
+
+
+def test_rotations_at_the_same_moment_each_get_a_token_and_leave_one(transactional_db, clinician):
+    """A double click on "Create a new token": both requests succeed, one token stays (it was a 500 on PostgreSQL)."""
+    import threading
+
+    from django.db import connection
+
+    from accounts.api.services import api_token_rotate
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (concurrent transactions); scripts/test.sh sets DATABASE_URL")
+
+    def rotate(start: threading.Barrier, results: list) -> None:
+        try:
+            start.wait(10)
+            results.append(api_token_rotate(user=clinician).key)
+        except Exception as exc:  # noqa: BLE001 - the failure is what the test reports
+            results.append(exc)
+        finally:
+            connection.close()
+
+    for _ in range(5):
+        start, results = threading.Barrier(4), []
+        threads = [threading.Thread(target=rotate, args=(start, results)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert all(isinstance(r, str) for r in results) and len(results) == 4, results
+        assert Token.objects.filter(user=clinician).count() == 1
+        assert Token.objects.get(user=clinician).key in results
