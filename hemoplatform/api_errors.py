@@ -18,6 +18,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from hemoplatform.middleware import request_limit_refusal
+
 logger = logging.getLogger(__name__)
 
 NON_FIELD = "non_field_errors"
@@ -74,8 +76,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif refusal := request_limit_refusal(exc):
+        exc = exceptions.APIException(refusal[0], code=refusal[1])
+        exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     elif isinstance(exc, SuspiciousOperation):
-        # Django answers these with 400 (too many files or fields, a request body over its limits...).
+        # Django answers these with 400 (too many fields, a malformed multipart body...).
         exc = exceptions.ParseError(str(exc) or "The request was refused as malformed.")
     elif isinstance(exc, ModelUnavailable):
         exc = exceptions.APIException(str(exc), code="model_unavailable")

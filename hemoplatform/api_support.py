@@ -7,6 +7,7 @@ apps' selectors, which already limit them to the user's organization, so records
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import django_filters
@@ -88,20 +89,58 @@ class ListFiltersOnlyMixin:
 
 class UTCDateTimeField(forms.DateTimeField):
     """An ISO date or date-time, converted to UTC: PostgreSQL refuses UTC offsets beyond +-15:59 that Python
-    accepts, and a year-1 or year-9999 value can overflow on conversion; both are input errors (400), not 500s."""
+    accepts, and a year-1 or year-9999 value can overflow on conversion; both are input errors (400), not 500s.
+
+    ``through_the_day``: a date without a time, as an upper bound, means the end of that day (``created_before=
+    2026-11-29`` keeps what was created on the 29th; midnight would drop the whole day)."""
+
+    def __init__(self, *, through_the_day: bool = False, **kwargs):
+        self.through_the_day = through_the_day
+        super().__init__(**kwargs)
 
     def to_python(self, value):
         result = super().to_python(value)
         if result is None:
             return None
         try:
+            if self.through_the_day and DATE_ONLY.match(str(value).strip()):
+                result += datetime.timedelta(days=1) - datetime.timedelta(microseconds=1)
             return result.astimezone(datetime.UTC)
         except (OverflowError, ValueError) as exc:
             raise ValidationError("Enter a date and time between the years 1 and 9999.", code="invalid") from exc
 
 
+DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 class UTCDateTimeFilter(django_filters.DateTimeFilter):
     field_class = UTCDateTimeField
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("lookup_expr") in ("lte", "lt"):
+            kwargs.setdefault("through_the_day", kwargs["lookup_expr"] == "lte")
+        super().__init__(*args, **kwargs)
+
+
+class StrictBooleanField(forms.Field):
+    """true/false, 1/0, yes/no in any case; anything else is a 400 (django-filter's BooleanFilter ignored "0", "no"
+    and "maybe" and returned the unfiltered list: ``label=0`` listed the positives)."""
+
+    TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise ValidationError("Enter true or false.", code="invalid")
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
 
 
 class StandardPagination(PageNumberPagination):

@@ -17,6 +17,7 @@ whole body before any middleware runs; serving hemoplatform.asgi would need a bo
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
@@ -48,17 +49,56 @@ class RequestSizeLimitMiddleware:
             declared = 0
         if declared > declared_limit():
             return self.refuse(request, declared)
+        if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Under WSGI Django reads no body without a Content-Length: the upload would arrive empty and be told
+            # "no file was uploaded". Say what is wrong instead.
+            return length_required_response(request)
         return self.get_response(request)
 
     @staticmethod
     def refuse(request: HttpRequest, declared: int) -> HttpResponse:
         message = too_big_message(declared, settings.HEMO_MAX_UPLOAD_MB * MB)  # the service's own wording
         # Nothing of the body has been read: no view ran and nothing reached the storage.
-        if request.path.startswith("/api/"):
-            return JsonResponse({"detail": message, "code": "too_large", "errors": {}}, status=413)
-        if wants_json(request):  # the case page's upload script shows `error` beside the form
-            return JsonResponse({"error": message}, status=413)
-        return render(request, "413.html", {"message": message, "back": request.path}, status=413)
+        return too_large_response(request, message, code="too_large")
+
+
+def too_large_response(request: HttpRequest, message: str, *, code: str) -> HttpResponse:
+    """413 in the form the caller reads: the API's error JSON, the page script's ``error``, or a page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message, "code": code, "errors": {}}, status=413)
+    if wants_json(request):  # the case page's upload script shows `error` beside the form
+        return JsonResponse({"error": message}, status=413)
+    # The upload URL takes POSTs only: the way back is the case page that holds the form.
+    back = request.path.removesuffix("upload/") if request.path.endswith("/upload/") else request.path
+    return render(request, "413.html", {"message": message, "back": back}, status=413)
+
+
+def length_required_response(request: HttpRequest) -> HttpResponse:
+    message = (
+        "Send the request with a Content-Length header: a chunked request body (Transfer-Encoding: chunked) is not "
+        "read. Most HTTP clients set the length when given the file's bytes or a file object instead of a stream."
+    )
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message, "code": "length_required", "errors": {}}, status=411)
+    return HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
+
+
+def request_limit_refusal(exc: Exception) -> tuple[str, str] | None:
+    """(message, code) for Django's own limits on a request (too many files, a body over its limit), which Django
+    reports as a 400 naming its settings; None for other errors."""
+    if isinstance(exc, TooManyFilesSent):
+        return (
+            f"The upload has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files; a series may have at most "
+            f"{settings.HEMO_MAX_SLICES} slices.",
+            "too_many_slices",
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return (
+            f"The request's form or JSON data is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // MB} MB (files are "
+            "counted apart).",
+            "too_large",
+        )
+    return None
 
 
 class PrivateResponsesNotStoredMiddleware:

@@ -5,6 +5,7 @@ from accounts.pages import home
 from hemoplatform.views import health
 
 admin.site.site_header = "HemoPlatform administration"
+handler400 = "hemoplatform.views.bad_request"
 
 urlpatterns = [
     path("", home, name="home"),

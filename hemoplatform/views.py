@@ -4,9 +4,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from hemoplatform.middleware import request_limit_refusal, too_large_response
 
 
 def _check_database() -> str:
@@ -48,3 +51,13 @@ def health(request: HttpRequest) -> JsonResponse:
             healthy = False
             checks[name] = {"ok": False, "detail": exc.__class__.__name__}
     return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: Django's own request limits (more files than DATA_UPLOAD_MAX_NUMBER_FILES, form data over
+    DATA_UPLOAD_MAX_MEMORY_SIZE) are raised while the CSRF check reads the form, before any view: they answer 413
+    with a message, as the upload service's limits do, instead of a bare 400."""
+    refusal = request_limit_refusal(exception) if exception is not None else None
+    if refusal is not None:
+        return too_large_response(request, refusal[0], code=refusal[1])
+    return defaults.bad_request(request, exception)

@@ -650,7 +650,8 @@ def test_upload_far_over_the_limit_is_refused_from_its_length(clinician_client, 
     assert response.status_code == 413
     text = body(response)
     assert "Upload too large" in text and "the limit is 1 MB" in text and "Nothing was stored" in text
-    assert f'href="{url}"' in text
+    back = reverse("cases:detail", args=[case.pk])  # the upload URL takes POSTs only
+    assert f'href="{back}"' in text and clinician_client.get(back).status_code == 200
     assert Scan.objects.count() == 0 and private_files() == before
 
 
@@ -796,3 +797,17 @@ def test_dashboard_polls_while_a_listed_case_is_pending(clinician_client, finish
     Prediction.objects.filter(pk=finished_prediction.pk).update(status=PredictionStatus.SUCCEEDED)
     done = clinician_client.get(url, {"q": "HOSP"}, HTTP_ACCEPT="application/json").json()
     assert done["pending"] is False and done["state"] != running["state"]
+
+
+@pytest.mark.django_db
+def test_more_files_than_django_reads_is_a_413_that_says_so(clinician_client, case, active_model, settings):
+    """Django refuses the form while the CSRF check reads it, before the view: it was a bare 400 page."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    files = [ContentFile(head_png(), name=f"s{i}.png") for i in range(4)]
+    url = reverse("cases:upload", args=[case.pk])
+    page = clinician_client.post(url, {"files": files})
+    assert page.status_code == 413 and "more than 3 files" in body(page) and "Upload too large" in body(page)
+    files = [ContentFile(head_png(), name=f"s{i}.png") for i in range(4)]
+    script = clinician_client.post(url, {"files": files}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert script.status_code == 413 and "more than 3 files" in script.json()["error"]
+    assert Scan.objects.count() == 0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import django_filters
 
-from hemoplatform.api_support import UTCDateTimeFilter
+from hemoplatform.api_support import StrictBooleanFilter, UTCDateTimeFilter
 from inference.models import Prediction, PredictionStatus
 
 
@@ -10,7 +10,7 @@ class PredictionFilter(django_filters.FilterSet):
     case = django_filters.UUIDFilter(field_name="scan__case_id", help_text="Case id.")
     scan = django_filters.UUIDFilter(field_name="scan_id", help_text="Scan id.")
     status = django_filters.ChoiceFilter(choices=PredictionStatus.choices)
-    label = django_filters.BooleanFilter(help_text="true: hemorrhage, false: none (unfinished predictions have none).")
+    label = StrictBooleanFilter(help_text="true: hemorrhage, false: none (unfinished predictions have none).")
     model_version = django_filters.UUIDFilter(field_name="model_version_id", help_text="Model version id.")
     model_version_name = django_filters.CharFilter(
         field_name="model_version__version", help_text="Model version string, e.g. 1.0.0."

@@ -112,6 +112,8 @@ def test_other_organization_cannot_upload_even_with_the_case_id(record_set, clie
 
 
 def test_filters_by_case_status_label_model_and_date(record_set, client_for, clinician, auditor):
+    import datetime
+
     from django.utils import timezone
 
     client = client_for(auditor)
@@ -128,11 +130,18 @@ def test_filters_by_case_status_label_model_and_date(record_set, client_for, cli
     assert ids(f"scan={record_set['scan'].pk}") == mine
     assert ids("status=succeeded") == mine and ids("status=queued") == []
     assert ids("label=true") == mine and ids("label=false") == []
+    assert ids("label=1") == ids("label=TRUE") == ids("label=yes") == mine
+    assert ids("label=0") == ids("label=No") == []  # was the unfiltered list: "negatives" held the positives
+    maybe = client.get("/api/v1/predictions/?label=maybe")
+    assert maybe.status_code == 400 and list(maybe.json()["errors"]) == ["label"]
     assert ids(f"model_version={record_set['model'].pk}") == mine
     assert ids(f"model_version_name={record_set['model'].version}") == mine and ids("model_version_name=x") == []
     today = timezone.now().date()
     assert ids(f"created_after={today.isoformat()}") == mine
-    assert ids(f"created_before={today.isoformat()}") == []
+    assert ids(f"created_before={today.isoformat()}") == mine  # a date as the upper bound: through that day
+    assert ids(f"created_after={today.isoformat()}&created_before={today.isoformat()}") == mine
+    assert ids(f"created_before={(today - datetime.timedelta(days=1)).isoformat()}") == []
+    assert ids(f"created_before={today.isoformat()}T00:00:00Z") == []  # a time means that instant
     assert ids("created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z") == mine
 
     body = client.get("/api/v1/predictions/?status=nonsense").json()

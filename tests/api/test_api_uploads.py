@@ -341,3 +341,28 @@ def test_of_two_reruns_at_the_same_moment_only_the_one_that_created_says_201(
     assert outcome["ours"].status_code == 200, outcome["ours"].content
     assert outcome["ours"].json()["id"] == str(outcome["theirs"])
     assert Prediction.objects.filter(scan=first.scan).count() == 2
+
+
+def test_django_request_limits_and_chunked_bodies_are_json_errors_that_say_what_to_do(
+    case, clinician, client_for, active_model, settings
+):
+    client = client_for(clinician)
+    url = f"/api/v1/cases/{case.pk}/scans/"
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    files = [SimpleUploadedFile(f"s{i}.png", make_png(value=60 + i)) for i in range(4)]
+    many = client.post(url, {"files": files}, format="multipart")
+    assert many.status_code == 413 and many.json()["code"] == "too_many_slices", many.content
+    assert "more than 3 files" in many.json()["detail"] and "DATA_UPLOAD" not in many.json()["detail"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    big = client.post("/api/v1/cases/", {"patient_ref": "HOSP-000999", "title": "x" * 4000}, format="json")
+    assert big.status_code == 413 and big.json()["code"] == "too_large" and "DATA_UPLOAD" not in big.json()["detail"]
+    chunked = client.post(
+        url,
+        {"files": [SimpleUploadedFile("s.png", make_png())]},
+        format="multipart",
+        HTTP_TRANSFER_ENCODING="chunked",
+        CONTENT_LENGTH="",
+    )
+    assert chunked.status_code == 411 and chunked.json()["code"] == "length_required"
+    assert "Content-Length" in chunked.json()["detail"]
+    assert not Scan.objects.exists()
