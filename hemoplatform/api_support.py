@@ -199,6 +199,16 @@ class PNGRenderer(BaseRenderer):
         return json.dumps(data, default=str).encode()
 
 
+class JPEGRenderer(PNGRenderer):
+    media_type = "image/jpeg"
+    format = "jpg"
+
+
+class DICOMRenderer(PNGRenderer):
+    media_type = "application/dicom"
+    format = "dcm"
+
+
 def private_file_response(
     field, *, filename: str, content_type: str = "image/png", as_attachment: bool = False
 ) -> FileResponse:

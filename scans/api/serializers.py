@@ -59,11 +59,40 @@ class CaseCreateSerializer(serializers.Serializer):
 
 
 class CaseUpdateSerializer(serializers.Serializer):
+    """Only the title and notes change; anything else sent is a 400 naming the field (an integrator sending
+    ``patient_ref`` must not read a 200 as "changed")."""
+
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
     notes = serializers.CharField(max_length=20000, required=False, allow_blank=True)
 
+    def validate(self, attrs):
+        others = sorted(set(getattr(self, "initial_data", {}) or {}) - set(self.fields))
+        if others:
+            raise serializers.ValidationError({name: [_not_changeable(name)] for name in others}, code="unknown_field")
+        return attrs
+
+
+def _not_changeable(name: str) -> str:
+    if name == "patient_ref":
+        return "A case's patient reference cannot be changed: create a new case."
+    if name in CaseSerializer.Meta.fields:
+        return "This field is read-only."
+    return "Unknown field: only title and notes can be changed."
+
 
 # --- scans ------------------------------------------------------------------------------------------------------------
+
+# What the API shows of ml.inputcheck's result (docs/API.md lists them).
+INPUT_CHECK_KEYS = (
+    "verdict",
+    "message",
+    "slices",
+    "total",
+    "unusual",
+    "failed",
+    "thick_slices",
+    "max_slice_thickness_mm",
+)
 
 
 class PredictionSummarySerializer(serializers.Serializer):
@@ -171,7 +200,7 @@ class ScanSerializer(serializers.ModelSerializer):
         check = (scan.details or {}).get("input_check")
         if not check:
             return None
-        return {key: check.get(key) for key in ("verdict", "message", "slices", "total", "unusual", "failed")}
+        return {key: check.get(key) for key in INPUT_CHECK_KEYS}
 
     @extend_schema_field(PredictionSummarySerializer(allow_null=True))
     def get_prediction(self, scan: Scan) -> dict | None:

@@ -16,6 +16,8 @@ from rest_framework.response import Response
 
 from hemoplatform.api_support import (
     UUID_PATTERN,
+    DICOMRenderer,
+    JPEGRenderer,
     ListFiltersOnlyMixin,
     OrganizationRecordPermission,
     PNGRenderer,
@@ -43,6 +45,8 @@ from scans.services import (
     slice_record_download,
     upload_error_status,
 )
+
+FILE_TYPES = {"image/png", "image/jpeg", "application/dicom"}  # how slices are stored
 
 _PREDICTIONS = Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
 
@@ -236,10 +240,13 @@ class ScanViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
         methods=["get"],
         url_path=r"slices/(?P<index>[0-9]{1,6})/file",
         url_name="slice-file",
-        renderer_classes=[JSONRenderer, PNGRenderer],
+        renderer_classes=[JSONRenderer, PNGRenderer, JPEGRenderer, DICOMRenderer],
     )
     def slice_file(self, request, pk=None, index=None):
         scan, slice_ = self._slice(index)
+        asked = request.accepted_renderer.media_type
+        if asked in FILE_TYPES and asked != slice_.content_type:  # the file is sent as stored, never converted
+            raise exceptions.NotAcceptable(f"This slice is stored as {slice_.content_type}; ask for that, or */*.")
         extension = {"application/dicom": "dcm", "image/png": "png", "image/jpeg": "jpg"}.get(
             slice_.content_type, "bin"
         )

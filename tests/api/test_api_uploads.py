@@ -83,6 +83,12 @@ def test_upload_answer_carries_the_input_check(case, clinician, client_for, acti
     check = unusual.json()["input_check"]
     assert check["verdict"] == "warn" and check["failed"] == {"no_skull": 1} and check["slices"] == check["total"] == 1
     assert check["message"].startswith("This image looks unlike the brain-window head CT slices")
+    # Every key docs/API.md lists (an image states no slice thickness).
+    assert check["thick_slices"] == 0 and check["max_slice_thickness_mm"] is None
+    assert set(check) == set(Scan.objects.get(pk=unusual.json()["id"]).details["input_check"]) - {
+        "version",
+        "not_head_ct",
+    }
     detail = client_for(clinician).get(unusual.json()["url"]).json()
     assert detail["input_check"] == check
     # Scans stored before the check existed have none.
@@ -366,3 +372,35 @@ def test_django_request_limits_and_chunked_bodies_are_json_errors_that_say_what_
     assert chunked.status_code == 411 and chunked.json()["code"] == "length_required"
     assert "Content-Length" in chunked.json()["detail"]
     assert not Scan.objects.exists()
+
+
+def test_case_patch_changes_title_and_notes_and_refuses_anything_else(case, clinician, client_for):
+    client = client_for(clinician)
+    url = f"/api/v1/cases/{case.pk}/"
+    changed = client.patch(url, {"title": "Day 2"}, format="json")
+    assert changed.status_code == 200 and changed.json()["title"] == "Day 2"
+    refused = client.patch(url, {"patient_ref": "CHANGED-1", "colour": "red", "title": "Day 3"}, format="json")
+    assert refused.status_code == 400, refused.content
+    errors = refused.json()["errors"]
+    assert set(errors) == {"patient_ref", "colour"} and "cannot be changed" in errors["patient_ref"][0]
+    case.refresh_from_db()
+    assert (case.patient_ref, case.title) == ("HOSP-000123", "Day 2")  # nothing of the refused request applied
+
+
+def test_slice_files_answer_the_accept_header_of_their_stored_type(case, clinician, client_for, active_model):
+    client = client_for(clinician)
+    url = f"/api/v1/cases/{case.pk}/scans/"
+    dicom = client.post(url, {"files": [SimpleUploadedFile("s.zip", _zip(series(2)))]}, format="multipart").json()
+    png = client.post(url, {"files": [SimpleUploadedFile("s.png", make_png())]}, format="multipart").json()
+
+    def fetch(scan: dict, accept: str):
+        return client.get(f"/api/v1/scans/{scan['id']}/slices/0/file/", HTTP_ACCEPT=accept)
+
+    as_dicom = fetch(dicom, "application/dicom")
+    assert as_dicom.status_code == 200 and as_dicom["Content-Type"] == "application/dicom"
+    assert b"".join(as_dicom.streaming_content)[128:132] == b"DICM"
+    assert fetch(png, "image/png")["Content-Type"] == "image/png"
+    assert fetch(dicom, "*/*")["Content-Type"] == "application/dicom"
+    wrong = fetch(png, "application/dicom")
+    assert wrong.status_code == 406 and "stored as image/png" in wrong.json()["detail"]
+    assert fetch(dicom, "image/jpeg").status_code == 406
