@@ -94,6 +94,7 @@ class AuditAction(models.TextChoices):
     PREDICTION_START = "prediction.start", "Prediction started"
     PREDICTION_SUCCEED = "prediction.succeed", "Prediction succeeded"
     PREDICTION_FAIL = "prediction.fail", "Prediction failed"
+    PREDICTION_RELEASE = "prediction.release", "Prediction back in the queue"
     PREDICTION_VIEW = "prediction.view", "Result viewed"
     MODEL_REGISTER = "model.register", "Model registered"
     MODEL_ACTIVATE = "model.activate", "Model activated"

@@ -7,17 +7,36 @@ Start a worker with ``celery -A hemoplatform worker`` (consumes the ``cpu`` queu
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hemoplatform.settings.local")
 
 app = Celery("hemoplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+logger = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def import_the_model_code(**kwargs: Any) -> None:
+    """Each worker child imports torch and the model code when it starts (after the fork, so the parent never holds
+    torch), outside any task's time limit: a soft time limit that stopped the first import half-way left a broken
+    torch in that child, and every later prediction it ran failed. The predictor itself is still built on first
+    use (inference.predictor.get_predictor), for the model version a task asks for."""
+    try:
+        import torch  # noqa: F401
+
+        import ml.model  # noqa: F401
+        import ml.predict  # noqa: F401
+        import ml.train  # noqa: F401
+    except Exception:  # noqa: BLE001 - the worker still runs; each prediction then fails with its own message
+        logger.exception("Importing the model code in a worker child failed")
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:

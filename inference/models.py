@@ -75,6 +75,9 @@ class Prediction(models.Model):
     # are its slab's.
     slab_reading = models.JSONField(default=dict, blank=True)
     worker_host = models.CharField(max_length=255, blank=True)
+    # The Celery task id of the run that marked it running: the same task delivered again means that run died
+    # (its worker was lost, or it stopped on a database error), so the redelivery takes over at once.
+    task_id = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     modified = models.DateTimeField(auto_now=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import shutil
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -19,16 +20,17 @@ from typing import BinaryIO
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import AuditAction, User
+from accounts.models import AuditAction, AuditEvent, User
 from accounts.permissions import user_can_read_record, user_can_write_record
 from accounts.services import record_audit_event
 from inference.models import HeatMap, ModelVersion, Prediction, PredictionStatus
-from inference.predictor import artifact_sha256, get_predictor
+from inference.predictor import ModelArtifactError, artifact_sha256, get_predictor
+from ml.dicom import DicomError
 from scans.models import Case, Scan, private_storage
 from scans.services import scan_files_delete, scan_ingest
 
@@ -61,10 +63,19 @@ def _card_threshold(card: dict) -> float:
 
 @transaction.atomic
 def model_version_register(
-    *, path: str | Path, activate: bool = False, copy: bool = True, actor: User | None = None
+    *,
+    path: str | Path,
+    activate: bool = False,
+    copy: bool = True,
+    actor: User | None = None,
+    unless_chosen: bool = False,
 ) -> tuple[ModelVersion, bool]:
     """Register the artifact folder ``path`` (model.pt + metadata.json); idempotent by the artifact's sha256 (weights
     and card: the same weights with a recalibrated card are a new version).
+
+    ``activate`` with ``unless_chosen`` (what start-up scripts use): activate it unless a person chose the active
+    version (staff activated it: `model_version_chosen_by_person`), so a restart never undoes that choice, while a
+    newer shipped model still replaces the previous shipped one.
 
     With ``copy`` (default) the folder is copied into HEMO_MODEL_STORE_DIR so that retraining in place can never
     change a registered version; otherwise the folder is referenced where it is. Returns (version, created).
@@ -103,8 +114,20 @@ def model_version_register(
             details={"sha256": sha256, "source": str(directory)},
         )
     if activate and not model_version.is_active:
-        model_version_activate(model_version=model_version, actor=actor)
+        active = ModelVersion.objects.filter(is_active=True).first()
+        if not (unless_chosen and active is not None and model_version_chosen_by_person(model_version=active)):
+            model_version_activate(model_version=model_version, actor=actor)
     return model_version, created
+
+
+def model_version_chosen_by_person(*, model_version: ModelVersion) -> bool:
+    """Whether the latest activation of ``model_version`` was a person's (an admin), not a script's."""
+    event = (
+        AuditEvent.objects.filter(action=AuditAction.MODEL_ACTIVATE, target_id=str(model_version.pk))
+        .order_by("-id")
+        .first()
+    )
+    return event is not None and bool(event.actor_username)
 
 
 @transaction.atomic
@@ -274,6 +297,9 @@ def prediction_requeue_stale(*, queued_for_s: int = 600) -> list[uuid.UUID]:
         started__lt=now - timedelta(seconds=settings.HEMO_PREDICTION_STALE_AFTER_S),
     )
     ids = list(queued.values_list("pk", flat=True)) + list(stale_running.values_list("pk", flat=True))
+    # Sent again now: the next sweeps wait another queued_for_s before sending it once more (they re-sent every
+    # queued prediction on every sweep, a backlog of duplicates in front of new jobs while a worker was down).
+    Prediction.objects.filter(pk__in=ids, status=PredictionStatus.QUEUED).update(modified=now)
     for prediction_id in ids:
         _enqueue(prediction_id)
     return ids
@@ -292,11 +318,28 @@ def _human_error(exc: BaseException) -> str:
 
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"The prediction took longer than {settings.HEMO_TASK_SOFT_TIME_LIMIT} s and was stopped."
-    text = f"{exc.__class__.__name__}: {exc}"
-    return text[:ERROR_MESSAGE_MAX]
+    if isinstance(exc, ModelArtifactError | DicomError):  # ours, written for people
+        return _scrubbed(str(exc))[:ERROR_MESSAGE_MAX]
+    if isinstance(exc, OSError):
+        return (
+            "A stored file of this scan could not be read on the worker; an administrator must check the storage "
+            "(the worker's log names the file)."
+        )
+    if isinstance(exc, MemoryError):
+        return "The worker ran out of memory on this scan; an administrator can give the worker more memory."
+    # Anything else is a fault of ours: the clinician learns that, the worker's log has the traceback.
+    return f"The analysis failed with an internal error ({exc.__class__.__name__}); it is in the worker's log."
 
 
-def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
+SERVER_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+[\w.-]*")
+
+
+def _scrubbed(text: str) -> str:
+    """``text`` without absolute server paths (a message shown to users or stored in the trail)."""
+    return SERVER_PATH.sub("[path]", text)
+
+
+def prediction_run(*, prediction_id: uuid.UUID | str, task_id: str = "") -> Prediction | None:
     """Run a queued prediction in this process (the worker's task calls it).
 
     Locks the row and returns early unless it is queued or a stale running one; marks it running, runs the
@@ -305,6 +348,10 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
     retries). After HEMO_PREDICTION_MAX_ATTEMPTS runs that never finished (the worker crashed or was killed, or the
     database went away) it is marked failed instead of being run again. Returns the prediction, or None when it no
     longer exists.
+
+    ``task_id``: the Celery task running this. A running prediction is left alone unless it is stale, or it was
+    marked running by this same task id: a task delivered again (its worker died, or it is retried after a database
+    error) takes its own row over at once instead of waiting for it to turn stale.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -317,7 +364,8 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
         if prediction is None:
             logger.warning("Prediction %s no longer exists", prediction_id)
             return None
-        if prediction.status == PredictionStatus.RUNNING and not _is_stale(prediction, now):
+        redelivered = bool(task_id) and prediction.task_id == task_id
+        if prediction.status == PredictionStatus.RUNNING and not _is_stale(prediction, now) and not redelivered:
             return prediction
         if prediction.status not in (PredictionStatus.QUEUED, PredictionStatus.RUNNING):
             return prediction
@@ -332,7 +380,10 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
         prediction.worker_host = socket.gethostname()[:255]
         prediction.attempts += 1
         prediction.error_message = ""
-        prediction.save(update_fields=["status", "started", "worker_host", "attempts", "error_message", "modified"])
+        prediction.task_id = task_id[:255]
+        prediction.save(
+            update_fields=["status", "started", "worker_host", "attempts", "error_message", "task_id", "modified"]
+        )
         record_audit_event(
             action=AuditAction.PREDICTION_START,
             organization=prediction.scan.case.organization,
@@ -348,22 +399,58 @@ def prediction_run(*, prediction_id: uuid.UUID | str) -> Prediction | None:
         for slice_ in slices:
             with slice_.file.open("rb") as handle:
                 source = io.BytesIO(handle.read())
-            source.name = slice_.file.name
+            source.name = Path(slice_.file.name).name  # messages name the file, never the storage layout
             sources.append(source)
         result = predictor.predict_sources(sources, heatmaps=True)
         overlays = _overlay_pngs(result)
-    except (OperationalError, InterfaceError):
-        _prediction_release(prediction_id=prediction.pk, attempt=attempt)
+    except (OperationalError, InterfaceError) as exc:
+        _prediction_release(prediction_id=prediction.pk, attempt=attempt, reason=str(exc))
         raise
     except Exception as exc:  # the model, the files or the time limit: record it, do not retry
         logger.exception("Prediction %s failed", prediction.pk)
-        return _prediction_fail(prediction_id=prediction.pk, attempt=attempt, message=_human_error(exc))
+        message = _human_error(exc)
+        return _store_with_retries(
+            partial(_prediction_fail, prediction_id=prediction.pk, attempt=attempt, message=message),
+            prediction_id=prediction.pk,
+            attempt=attempt,
+        )
     timings = {key: round(float(value), 4) for key, value in (result.timings or {}).items()}
     timings["total"] = round(time.monotonic() - started, 4)
     timings["queue_wait"] = round((now - prediction.requested).total_seconds(), 4)
-    return _prediction_succeed(
-        prediction_id=prediction.pk, attempt=attempt, result=result, overlays=overlays, slices=slices, timings=timings
+    return _store_with_retries(
+        partial(
+            _prediction_succeed,
+            prediction_id=prediction.pk,
+            attempt=attempt,
+            result=result,
+            overlays=overlays,
+            slices=slices,
+            timings=timings,
+        ),
+        prediction_id=prediction.pk,
+        attempt=attempt,
     )
+
+
+def _store_with_retries(store: Callable[[], Prediction], *, prediction_id: uuid.UUID, attempt: int) -> Prediction:
+    """Store a finished run's outcome, riding out a short database outage (a restart, a failover, a lock held on
+    SQLite): the result is computed, so it is saved when the database is back instead of being thrown away with the
+    row left running. Past HEMO_STORE_RETRY_S the row goes back to the queue and the error is raised (the task
+    retries, and its redelivery takes the row over: ``task_id``)."""
+    deadline = time.monotonic() + settings.HEMO_STORE_RETRY_S
+    delay = 0.5
+    while True:
+        try:
+            return store()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                _prediction_release(prediction_id=prediction_id, attempt=attempt, reason=str(exc))
+                raise
+            logger.warning("Storing prediction %s failed (%s); retrying in %.1f s", prediction_id, exc, delay)
+            if not transaction.get_connection().in_atomic_block:
+                close_old_connections()  # a broken connection is dropped; the next query opens a new one
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
 
 def _overlay_pngs(result) -> list[bytes]:
@@ -380,14 +467,28 @@ def _overlay_pngs(result) -> list[bytes]:
     return pngs
 
 
-def _prediction_release(*, prediction_id: uuid.UUID, attempt: int) -> None:
+def _prediction_release(*, prediction_id: uuid.UUID, attempt: int, reason: str) -> None:
+    """Back to the queue after a database error (audited: the trail shows every state a prediction passes)."""
     try:
         with transaction.atomic():
-            Prediction.objects.filter(pk=prediction_id, status=PredictionStatus.RUNNING, attempts=attempt).update(
-                status=PredictionStatus.QUEUED, started=None
+            prediction = (
+                Prediction.objects.select_for_update(of=("self",))
+                .select_related("scan__case__organization")
+                .filter(pk=prediction_id, status=PredictionStatus.RUNNING, attempts=attempt)
+                .first()
+            )
+            if prediction is None:
+                return
+            prediction.status, prediction.started = PredictionStatus.QUEUED, None
+            prediction.save(update_fields=["status", "started", "modified"])
+            record_audit_event(
+                action=AuditAction.PREDICTION_RELEASE,
+                organization=prediction.scan.case.organization,
+                target=prediction,
+                details={"attempt": attempt, "reason": _scrubbed(reason)[:300]},
             )
     except (OperationalError, InterfaceError):
-        pass  # the database is still away; the row turns stale and the redelivered task takes it over
+        pass  # the database is still away; the redelivered task takes the row over (same task id)
 
 
 def _prediction_fail(*, prediction_id: uuid.UUID, attempt: int, message: str) -> Prediction:

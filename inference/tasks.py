@@ -17,7 +17,7 @@ def run_prediction(*, prediction_id: str) -> str:
     When the prediction is running elsewhere, a check is scheduled for when that run would be stale: if the other
     worker died (or was killed at the hard time limit), the job is then taken over instead of staying "running".
     """
-    prediction = prediction_run(prediction_id=prediction_id)
+    prediction = prediction_run(prediction_id=prediction_id, task_id=run_prediction.request.id or "")
     if prediction is None:
         return "missing"
     if prediction.status == PredictionStatus.RUNNING:

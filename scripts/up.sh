@@ -23,7 +23,8 @@ echo "== database: ${DATABASE_URL:-embedded SQLite in $HEMO_VAR_DIR}"
 echo "== broker:   ${CELERY_BROKER_URL:-embedded filesystem broker in $HEMO_VAR_DIR/broker}"
 "$PY" manage.py migrate --noinput
 "$PY" manage.py collectstatic --noinput -v 0
-"$PY" manage.py register_model "${HEMO_MODEL_DIR:-ml/models/default}" --activate
+# --unless-chosen: a version an admin activated stays active across restarts.
+"$PY" manage.py register_model "${HEMO_MODEL_DIR:-ml/models/default}" --activate --unless-chosen
 
 admin_user="${HEMO_ADMIN_USERNAME:-admin}"
 creds="$HEMO_VAR_DIR/admin-credentials.txt"

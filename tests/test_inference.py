@@ -353,3 +353,135 @@ def test_a_short_thin_series_read_as_one_slab_shows_its_result(
     response = clinician_client.get(reverse("results:detail", args=[prediction.pk]))
     assert response.status_code == 200
     assert "A single slab is judged like a single image" in response.content.decode()
+
+
+# --- the pipeline under failures (a review with reproductions) -----------------------------------------------------
+
+
+def _fake_prediction(case, clinician, fake_model_dir):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.api.conftest import make_png
+
+    model_version_register(path=fake_model_dir, activate=True)
+    scan = scan_ingest(case=case, user=clinician, files=[SimpleUploadedFile("s.png", make_png())])
+    return prediction_request(scan=scan, user=clinician)
+
+
+def test_a_task_delivered_again_takes_its_own_running_row_over_at_once(case, clinician, fake_model_dir):
+    """A worker child killed mid-run (out of memory) leaves the row running; the broker delivers the same task again
+    (acks_late). It used to find "running, not stale" and leave the clinician waiting ~17 minutes."""
+    from django.utils import timezone
+
+    prediction = _fake_prediction(case, clinician, fake_model_dir)
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status=PredictionStatus.RUNNING, started=timezone.now(), attempts=1, task_id="task-a"
+    )
+    other = prediction_run(prediction_id=prediction.pk, task_id="task-b")  # another task: a live run, untouched
+    assert other.status == PredictionStatus.RUNNING and other.attempts == 1
+    again = prediction_run(prediction_id=prediction.pk, task_id="task-a")
+    assert again.attempts == 2 and again.is_finished and again.task_id == "task-a"
+
+
+def test_storing_a_result_rides_out_a_short_database_outage(case, clinician, fake_model_dir, settings):
+    from django.db import InterfaceError, OperationalError
+
+    from inference.services import _store_with_retries
+
+    prediction = _fake_prediction(case, clinician, fake_model_dir)
+    outcomes = [OperationalError("server closed the connection"), InterfaceError("connection already closed")]
+
+    def store():
+        if outcomes:
+            raise outcomes.pop(0)
+        return prediction
+
+    assert _store_with_retries(store, prediction_id=prediction.pk, attempt=1) == prediction and not outcomes
+
+
+def test_a_longer_outage_puts_the_row_back_in_the_queue_audited(case, clinician, fake_model_dir, settings):
+    from django.db import OperationalError
+    from django.utils import timezone
+
+    from inference.services import _store_with_retries
+
+    settings.HEMO_STORE_RETRY_S = 1
+    prediction = _fake_prediction(case, clinician, fake_model_dir)
+    Prediction.objects.filter(pk=prediction.pk).update(
+        status=PredictionStatus.RUNNING, started=timezone.now(), attempts=1
+    )
+
+    def store():
+        raise OperationalError('could not connect to "/var/run/postgresql/.s.PGSQL.5432"')
+
+    with pytest.raises(OperationalError):
+        _store_with_retries(store, prediction_id=prediction.pk, attempt=1)
+    prediction.refresh_from_db()
+    assert prediction.status == PredictionStatus.QUEUED and prediction.started is None
+    release = AuditEvent.objects.get(action=AuditAction.PREDICTION_RELEASE, target_id=str(prediction.pk))
+    assert release.organization == case.organization and release.details["attempt"] == 1
+    assert "/var/run" not in release.details["reason"] and "[path]" in release.details["reason"]
+
+
+def test_a_failure_tells_the_clinician_what_happened_without_server_paths(
+    case, clinician, head_ct_png, upload, model_version, settings
+):
+    scan = scan_ingest(case=case, user=clinician, files=[upload(head_ct_png)])
+    stored = scan.slices.get().file
+    stored.storage.delete(stored.name)  # the storage lost the file
+    prediction = prediction_run(prediction_id=prediction_request(scan=scan, user=clinician).pk)
+    assert prediction.status == PredictionStatus.FAILED
+    assert prediction.error_message.startswith("A stored file of this scan could not be read")
+    assert str(settings.MEDIA_ROOT) not in prediction.error_message and "/" not in prediction.error_message
+
+
+def test_restarts_leave_a_version_staff_activated_active(db, fake_model_dir, tmp_path, make_user):
+    import shutil
+
+    from inference.services import model_version_activate
+
+    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")
+    shipped = ModelVersion.objects.get(is_active=True)
+    other_dir = tmp_path / "other"
+    shutil.copytree(fake_model_dir, other_dir)
+    (other_dir / "model.pt").write_bytes(b"other weights")
+    other, _ = model_version_register(path=other_dir)
+    staff = make_user(role="admin", username="staff-1")
+    model_version_activate(model_version=other, actor=staff)  # an admin's choice
+    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")  # a restart
+    assert ModelVersion.objects.get(is_active=True) == other
+    model_version_activate(model_version=other)  # a script activated it: the shipped model may take over
+    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")
+    assert ModelVersion.objects.get(is_active=True) == shipped
+
+
+def test_the_sweep_sends_a_queued_prediction_once_per_interval(
+    case, clinician, fake_model_dir, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inference.services import prediction_requeue_stale
+
+    prediction = _fake_prediction(case, clinician, fake_model_dir)
+    Prediction.objects.filter(pk=prediction.pk).update(modified=timezone.now() - timedelta(seconds=700))
+    assert prediction_requeue_stale(queued_for_s=600) == [prediction.pk]
+    assert prediction_requeue_stale(queued_for_s=600) == []  # the next sweep: already sent, not again
+
+
+def test_worker_children_import_the_model_code_when_they_start():
+    """Outside any task's time limit: a soft limit that interrupted torch's first import broke that child."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import django, sys; django.setup(); import hemoplatform.celery; "
+        "from celery.signals import worker_process_init; assert 'torch' not in sys.modules; "
+        "worker_process_init.send(sender=None); print('torch' in sys.modules, 'ml.predict' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True True"

@@ -193,6 +193,8 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 HEMO_TASK_SOFT_TIME_LIMIT = env.int("HEMO_TASK_SOFT_TIME_LIMIT", default=900)
 HEMO_TASK_TIME_LIMIT = env.int("HEMO_TASK_TIME_LIMIT", default=HEMO_TASK_SOFT_TIME_LIMIT + 60)
 # A prediction left "running" longer than the hard limit cannot still be running: a redelivered task may take it over.
+# How long a worker keeps trying to store a finished prediction while the database is away (then it re-queues it).
+HEMO_STORE_RETRY_S = env.int("HEMO_STORE_RETRY_S", default=60)
 HEMO_PREDICTION_STALE_AFTER_S = env.int("HEMO_PREDICTION_STALE_AFTER_S", default=HEMO_TASK_TIME_LIMIT + 60)
 # Runs of one prediction before it is marked failed: a job that crashes its worker must not be taken over forever.
 HEMO_PREDICTION_MAX_ATTEMPTS = max(1, env.int("HEMO_PREDICTION_MAX_ATTEMPTS", default=3))

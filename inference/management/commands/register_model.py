@@ -12,14 +12,22 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path, help="folder with model.pt and metadata.json")
         parser.add_argument("--activate", action="store_true", help="make it the model new predictions use")
         parser.add_argument(
+            "--unless-chosen",
+            action="store_true",
+            help="with --activate: leave the active version alone when staff chose it (start-up scripts use this, "
+            "so a restart never undoes an admin's activation)",
+        )
+        parser.add_argument(
             "--no-copy",
             action="store_true",
             help="reference the folder in place instead of copying it into HEMO_MODEL_STORE_DIR",
         )
 
-    def handle(self, *args, path: Path, activate: bool, no_copy: bool, **options):
+    def handle(self, *args, path: Path, activate: bool, no_copy: bool, unless_chosen: bool, **options):
         try:
-            model_version, created = model_version_register(path=path, activate=activate, copy=not no_copy)
+            model_version, created = model_version_register(
+                path=path, activate=activate, copy=not no_copy, unless_chosen=unless_chosen
+            )
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         state = "registered" if created else "already registered"

@@ -1,5 +1,6 @@
-"""Prediction.requested: when a prediction was last asked for (its creation, or the latest retry). Existing rows get
-their creation time, which is what they showed until now."""
+"""Prediction.requested: when a prediction was last asked for (its creation, or the latest retry); existing rows get
+their creation time, which is what they showed until now. Prediction.task_id: the Celery task of the run that
+marked it running (a redelivery of that task takes the row over at once)."""
 
 import django.utils.timezone
 from django.db import migrations, models
@@ -22,4 +23,9 @@ class Migration(migrations.Migration):
             field=models.DateTimeField(default=django.utils.timezone.now),
         ),
         migrations.RunPython(requested_is_created, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name="prediction",
+            name="task_id",
+            field=models.CharField(blank=True, max_length=255),
+        ),
     ]
