@@ -49,8 +49,12 @@ class RequestSizeLimitMiddleware:
             declared = 0
         if declared > declared_limit():
             return self.refuse(request, declared)
-        if not declared and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Under WSGI Django reads no body without a Content-Length: the upload would arrive empty and be told
+        if (
+            not declared
+            and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+            and request.META.get("CONTENT_TYPE", "").startswith("multipart/")
+        ):
+            # Under WSGI Django reads no body without a Content-Length: an upload would arrive empty and be told
             # "no file was uploaded". Say what is wrong instead.
             return length_required_response(request)
         return self.get_response(request)

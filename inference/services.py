@@ -32,7 +32,7 @@ from inference.models import HeatMap, ModelVersion, Prediction, PredictionStatus
 from inference.predictor import ModelArtifactError, artifact_sha256, get_predictor
 from ml.dicom import DicomError
 from scans.models import Case, Scan, private_storage
-from scans.services import scan_files_delete, scan_ingest
+from scans.services import scan_files_delete, scan_store, scan_upload_prepare
 
 logger = logging.getLogger(__name__)
 
@@ -266,16 +266,22 @@ def scan_submit(
     model_version: ModelVersion | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[Scan, Prediction]:
-    """Upload and analyse in one step: ``scan_ingest`` then ``prediction_request``, in one transaction.
+    """Upload and analyse in one step: what ``scan_ingest`` does, then ``prediction_request``; the rows of both in one
+    transaction, opened only once the upload is read and decoded (``scan_upload_prepare``).
 
     Raises scans.services.IngestError for refused uploads and ModelUnavailable when no model is active (checked
     first, so nothing is stored then).
     """
     model_version = model_version or model_version_get_active()
+    if not user_can_write_record(user, case.organization_id):
+        raise PermissionDenied("You may not upload to this case.")
+    # The slow part (reading, decoding, rendering) before the transaction: a 400-slice series held SQLite's write
+    # lock for seconds, and concurrent uploads, sign-ins and the worker's saves waited on it or failed.
+    upload = scan_upload_prepare(files=files)
     scan = None
     try:
         with transaction.atomic():
-            scan = scan_ingest(case=case, user=user, files=files, request=request)
+            scan = scan_store(case=case, user=user, upload=upload, request=request)
             prediction = prediction_request(scan=scan, model_version=model_version, user=user, request=request)
     except BaseException:
         if scan is not None:  # rows were rolled back; remove the files ingestion wrote

@@ -192,6 +192,19 @@ class _PreparedSlice:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class PreparedUpload:
+    """An upload read, checked, decoded and rendered (`scan_upload_prepare`), ready to be stored by `scan_store`:
+    the slow part of an upload, done before any transaction opens."""
+
+    slices: list[_PreparedSlice]
+    kind: str
+    modality: str
+    details: dict
+    uploaded_names: list[str]
+    renders: list[tuple[bytes, bytes]]  # per slice: thumbnail PNG, preview PNG
+
+
 # --- cases ------------------------------------------------------------------------------------------------------------
 
 
@@ -271,18 +284,27 @@ def scan_ingest(*, case: Case, user: User, files: Sequence[BinaryIO], request: H
     """
     if not user_can_write_record(user, case.organization_id):
         raise PermissionDenied("You may not upload to this case.")
+    return scan_store(case=case, user=user, upload=scan_upload_prepare(files=files), request=request)
+
+
+def scan_upload_prepare(*, files: Sequence[BinaryIO]) -> PreparedUpload:
+    """The checks and the slow work of an upload, without the database: read (limits, ZIP expansion), decode, check,
+    de-identify and render thumbnails and previews. Raises IngestError. Callers that store the scan inside a bigger
+    transaction (``inference.services.scan_submit``) call this first, so that no transaction (and, on SQLite, no
+    database-wide write lock) is held while a long series is decoded."""
     uploads, uploaded_names = _read_uploads(files)
     prepared, kind, modality, details = _prepare(uploads)
-    return _store(
-        case=case,
-        user=user,
-        prepared=prepared,
-        kind=kind,
-        modality=modality,
-        details=details,
-        uploaded_names=uploaded_names,
-        request=request,
-    )
+    renders = [
+        (_png_bytes(item.greyscale, thumbnail=True), _png_bytes(item.greyscale, thumbnail=False)) for item in prepared
+    ]
+    return PreparedUpload(prepared, kind, modality, details, uploaded_names, renders)
+
+
+def scan_store(*, case: Case, user: User, upload: PreparedUpload, request: HttpRequest | None = None) -> Scan:
+    """Store a prepared upload as one Scan of ``case`` (rows, files, audit row) and return it."""
+    if not user_can_write_record(user, case.organization_id):
+        raise PermissionDenied("You may not upload to this case.")
+    return _store(case=case, user=user, upload=upload, request=request)
 
 
 def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
@@ -845,17 +867,9 @@ def _scan_checksum(prepared: list[_PreparedSlice]) -> str:
     return hashlib.sha256("\n".join(p.sha256 for p in prepared).encode()).hexdigest()
 
 
-def _store(
-    *,
-    case: Case,
-    user: User,
-    prepared: list[_PreparedSlice],
-    kind: str,
-    modality: str,
-    details: dict,
-    uploaded_names: list[str],
-    request: HttpRequest | None,
-) -> Scan:
+def _store(*, case: Case, user: User, upload: PreparedUpload, request: HttpRequest | None) -> Scan:
+    prepared, kind, modality, details = upload.slices, upload.kind, upload.modality, upload.details
+    uploaded_names = upload.uploaded_names
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -870,7 +884,7 @@ def _store(
                 details=details,
             )
             rows = []
-            for index, item in enumerate(prepared):
+            for index, (item, (thumbnail, preview)) in enumerate(zip(prepared, upload.renders, strict=True)):
                 slice_ = Slice(
                     scan=scan,
                     index=index,
@@ -882,13 +896,9 @@ def _store(
                 stem = PurePosixPath(item.name).stem or "slice"
                 slice_.file.save(item.name, ContentFile(item.data), save=False)
                 written.append(slice_.file.name)
-                slice_.thumbnail.save(
-                    f"{stem}-thumb.png", ContentFile(_png_bytes(item.greyscale, thumbnail=True)), save=False
-                )
+                slice_.thumbnail.save(f"{stem}-thumb.png", ContentFile(thumbnail), save=False)
                 written.append(slice_.thumbnail.name)
-                slice_.preview.save(
-                    f"{stem}-preview.png", ContentFile(_png_bytes(item.greyscale, thumbnail=False)), save=False
-                )
+                slice_.preview.save(f"{stem}-preview.png", ContentFile(preview), save=False)
                 written.append(slice_.preview.name)
                 rows.append(slice_)
             Slice.objects.bulk_create(rows)

@@ -485,3 +485,29 @@ def test_worker_children_import_the_model_code_when_they_start():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True True"
+
+
+def test_an_upload_is_read_and_decoded_before_any_transaction_opens(transactional_db, case, clinician, fake_model_dir):
+    """A long series decoded inside the transaction held it open for seconds (on SQLite, the database-wide write
+    lock: concurrent uploads, sign-ins and the worker's saves waited, or failed as "database is locked")."""
+    import io
+
+    from django.db import connection
+
+    from tests.api.conftest import make_png
+
+    model_version_register(path=fake_model_dir, activate=True)
+    in_transaction_while_read: list[bool] = []
+
+    class WatchedUpload(io.BytesIO):
+        name, size = "s.png", 0
+
+        def read(self, *args):
+            in_transaction_while_read.append(connection.in_atomic_block)
+            return super().read(*args)
+
+    upload = WatchedUpload(make_png())
+    upload.size = len(upload.getvalue())
+    scan, prediction = scan_submit(case=case, user=clinician, files=[upload])
+    assert in_transaction_while_read and not any(in_transaction_while_read)
+    assert scan.slices.count() == 1 and prediction.scan == scan

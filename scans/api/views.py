@@ -89,7 +89,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Create a case",
         request=CaseCreateSerializer,
-        responses={201: CaseSerializer, **error_responses(400, 401, 403)},
+        responses={201: CaseSerializer, **error_responses(400, 401, 403, 413)},
     )
     def create(self, request):
         serializer = CaseCreateSerializer(data=request.data)
@@ -109,7 +109,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(
         summary="Change a case's title or notes",
         request=CaseUpdateSerializer,
-        responses={200: CaseSerializer, **error_responses(400, 401, 403, 404)},
+        responses={200: CaseSerializer, **error_responses(400, 401, 403, 404, 413)},
     )
     def partial_update(self, request, pk=None):
         case = self._case()
@@ -132,7 +132,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         "The answer includes `prediction` (`queued`); poll its `url` until `succeeded` or `failed`.",
         request={"multipart/form-data": ScanUploadSerializer},
         filters=False,
-        responses={201: ScanSerializer, **error_responses(400, 401, 403, 404, 413, 415, 429, 503)},
+        responses={201: ScanSerializer, **error_responses(400, 401, 403, 404, 411, 413, 415, 429, 503)},
     )
     @action(
         detail=True,
@@ -232,7 +232,7 @@ class ScanViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
                 (200, media_type): OpenApiResponse(bytes, description="The file.")
                 for media_type in ("image/png", "image/jpeg", "application/dicom")
             },
-            **error_responses(401, 403, 404),
+            **error_responses(401, 403, 404, 406),
         },
     )
     @action(
