@@ -107,7 +107,8 @@ def _selected_slice(request: HttpRequest, prediction: Prediction, count: int) ->
 @member_required
 def prediction_detail(request: HttpRequest, prediction_id: uuid.UUID) -> HttpResponse:
     prediction = prediction_get_visible(user=request.user, prediction_id=prediction_id)
-    prediction_record_view(prediction=prediction, user=request.user, request=request)
+    if prediction.is_finished:  # a queued or running one (the page reloads while pending) shows no result yet
+        prediction_record_view(prediction=prediction, user=request.user, request=request)
     entries = prediction_viewer_slices(prediction=prediction)
     selected = _selected_slice(request, prediction, len(entries))
     viewer = [

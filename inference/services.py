@@ -116,27 +116,36 @@ def model_version_register(
     if activate and not model_version.is_active:
         active = ModelVersion.objects.filter(is_active=True).first()
         if not (unless_chosen and active is not None and model_version_chosen_by_person(model_version=active)):
-            model_version_activate(model_version=model_version, actor=actor)
+            model_version_activate(model_version=model_version, actor=actor, by_startup=unless_chosen)
     return model_version, created
 
 
 def model_version_chosen_by_person(*, model_version: ModelVersion) -> bool:
-    """Whether the latest activation of ``model_version`` was a person's (an admin), not a script's."""
+    """Whether the latest activation of ``model_version`` was a choice (staff in the admin, or `register_model
+    --activate` run by hand), not a start-up script's (`--unless-chosen`, audited with ``startup``)."""
     event = (
         AuditEvent.objects.filter(action=AuditAction.MODEL_ACTIVATE, target_id=str(model_version.pk))
         .order_by("-id")
         .first()
     )
-    return event is not None and bool(event.actor_username)
+    return event is not None and not (event.details or {}).get("startup")
 
 
 @transaction.atomic
-def model_version_activate(*, model_version: ModelVersion, actor: User | None = None) -> ModelVersion:
-    """Make ``model_version`` the one new predictions use (exactly one is active)."""
+def model_version_activate(
+    *, model_version: ModelVersion, actor: User | None = None, by_startup: bool = False
+) -> ModelVersion:
+    """Make ``model_version`` the one new predictions use (exactly one is active). ``by_startup``: a start-up
+    script did it, not a person's choice (a later start-up may replace it)."""
     ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(is_active=False)
     ModelVersion.objects.filter(pk=model_version.pk).update(is_active=True)
     model_version.is_active = True
-    record_audit_event(action=AuditAction.MODEL_ACTIVATE, actor=actor, target=model_version)
+    record_audit_event(
+        action=AuditAction.MODEL_ACTIVATE,
+        actor=actor,
+        target=model_version,
+        details={"startup": True} if by_startup else {},
+    )
     return model_version
 
 

@@ -447,11 +447,15 @@ def test_restarts_leave_a_version_staff_activated_active(db, fake_model_dir, tmp
     (other_dir / "model.pt").write_bytes(b"other weights")
     other, _ = model_version_register(path=other_dir)
     staff = make_user(role="admin", username="staff-1")
-    model_version_activate(model_version=other, actor=staff)  # an admin's choice
+    model_version_activate(model_version=other, actor=staff)  # an admin's choice in the Django admin
     call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")  # a restart
     assert ModelVersion.objects.get(is_active=True) == other
-    model_version_activate(model_version=other)  # a script activated it: the shipped model may take over
-    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")
+    call_command("register_model", str(fake_model_dir), "--activate")  # staff serve the shipped one by hand
+    call_command("register_model", str(other_dir), "--activate")  # ... and then the other one, by hand
+    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")  # a restart
+    assert ModelVersion.objects.get(is_active=True) == other
+    model_version_activate(model_version=other, by_startup=True)  # a start-up script's activation
+    call_command("register_model", str(fake_model_dir), "--activate", "--unless-chosen")  # may be replaced
     assert ModelVersion.objects.get(is_active=True) == shipped
 
 

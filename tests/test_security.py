@@ -4,6 +4,8 @@ reachable through permission-checked views."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -325,10 +327,30 @@ def test_reading_a_result_is_audited_on_the_page_and_through_the_api(
     ).json()
     prediction_id = created["prediction"]["id"]
     assert api.get(f"/api/v1/predictions/{prediction_id}/").status_code == 200
-    assert not _events(AuditAction.PREDICTION_VIEW).exists()  # polling a queued prediction reads no result
+    assert auditor_client.get(reverse("results:detail", args=[prediction_id])).status_code == 200
+    assert not _events(AuditAction.PREDICTION_VIEW).exists()  # a queued prediction shows no result yet
     Prediction.objects.filter(pk=prediction_id).update(status=PredictionStatus.SUCCEEDED, probability=0.8)
     assert api.get(f"/api/v1/predictions/{prediction_id}/").status_code == 200
     by_api = _events(AuditAction.PREDICTION_VIEW, actor=clinician, target_id=prediction_id).get()
     assert by_api.organization == case.organization and by_api.details == {"case": str(case.pk), "status": "succeeded"}
     assert auditor_client.get(reverse("results:detail", args=[prediction_id])).status_code == 200
     assert _events(AuditAction.PREDICTION_VIEW, actor=auditor, target_id=prediction_id).count() == 1
+
+
+def test_the_default_cache_keeps_lockout_counters_under_load(tmp_path):
+    """Django's file cache culls a random third of its entries past 300 by default: lockout counters would vanish."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import django; django.setup(); from django.core.cache import cache; "
+        "cache.set('login_failed:victim', 5, 300); [cache.set(f'k{i}', i, 300) for i in range(1500)]; "
+        "print(cache.get('login_failed:victim'))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hemoplatform.settings.local", "HEMO_VAR_DIR": str(tmp_path)}
+    env.pop("CACHE_URL", None)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "5"

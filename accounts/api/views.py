@@ -19,6 +19,8 @@ from accounts.api.services import (
 )
 from hemoplatform.api_support import TokenIssueThrottle, error_responses
 
+LOGIN_LOCKOUT_S = 300  # allauth's login_failed window per login name: retry after it
+
 
 def _revoke_own_token(request) -> Response:
     """DELETE /auth/token/ and DELETE /me/token/ are the same act, reachable from both places integrators look."""
@@ -65,7 +67,7 @@ class TokenView(APIView):
         except TokenRefused as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}, code="token_refused") from exc
         except TokenRateLimited as exc:
-            raise exceptions.Throttled(detail=str(exc)) from exc
+            raise exceptions.Throttled(wait=LOGIN_LOCKOUT_S, detail=str(exc)) from exc
         if token is None:
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to sign in with these credentials."]}, code="authentication_failed"

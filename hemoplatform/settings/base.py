@@ -273,6 +273,10 @@ HEMO_API_THROTTLE_RATES = {
 # share (gunicorn runs several: a per-process cache multiplies each limit by their number). Default: files under
 # HEMO_VAR_DIR, shared by the processes of one machine; CACHE_URL=redis://... for several machines.
 CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{HEMO_VAR_DIR / 'cache'}")}
+if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+    # Django's default of 300 entries culls a random third of them when full: lockout and throttle counters would
+    # vanish at random (and anyone could force it by trying new names). Expired entries still go on reading.
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 1_000_000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "HemoPlatform API",
     "DESCRIPTION": "Intracranial hemorrhage detection on head CT. Research use only; not a diagnostic device. "

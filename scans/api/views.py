@@ -13,6 +13,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 
 from hemoplatform.api_support import (
     UUID_PATTERN,
@@ -47,6 +48,13 @@ from scans.services import (
 )
 
 FILE_TYPES = {"image/png", "image/jpeg", "application/dicom"}  # how slices are stored
+
+
+def _accepts(request, media_type: str) -> bool:
+    """Whether the request's Accept header admits ``media_type`` (``*/*``, ``image/*`` or the type itself)."""
+    listed = [entry.split(";")[0].strip() for entry in request.META.get("HTTP_ACCEPT", "*/*").split(",")]
+    return any(media_type_matches(media_type, entry) for entry in listed if entry)
+
 
 _PREDICTIONS = Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
 
@@ -244,8 +252,9 @@ class ScanViewSet(ListFiltersOnlyMixin, viewsets.ReadOnlyModelViewSet):
     )
     def slice_file(self, request, pk=None, index=None):
         scan, slice_ = self._slice(index)
-        asked = request.accepted_renderer.media_type
-        if asked in FILE_TYPES and asked != slice_.content_type:  # the file is sent as stored, never converted
+        # The file is sent as stored, never converted: refused only when the Accept header asks for file types and
+        # none of them is the stored one (DRF picks the first listed renderer, not the one that fits the file).
+        if request.accepted_renderer.media_type in FILE_TYPES and not _accepts(request, slice_.content_type):
             raise exceptions.NotAcceptable(f"This slice is stored as {slice_.content_type}; ask for that, or */*.")
         extension = {"application/dicom": "dcm", "image/png": "png", "image/jpeg": "jpg"}.get(
             slice_.content_type, "bin"

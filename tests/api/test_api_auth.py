@@ -230,6 +230,7 @@ def test_token_exchange_shares_the_sign_in_pages_per_account_lockout(api_client,
     locked = api_client.post(TOKEN_URL, {"username": clinician.username, "password": PASSWORD}, format="json")
     body = assert_error_shape(locked, 429)
     assert "Too many failed login attempts" in body["detail"] and not Token.objects.exists()
+    assert locked["Retry-After"] == "300"
     page = client.post(reverse("account_login"), {"login": clinician.username, "password": PASSWORD})
     assert page.status_code == 200 and b"Too many failed login attempts" in page.content  # the page agrees
 

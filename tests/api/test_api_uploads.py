@@ -401,6 +401,9 @@ def test_slice_files_answer_the_accept_header_of_their_stored_type(case, clinici
     assert b"".join(as_dicom.streaming_content)[128:132] == b"DICM"
     assert fetch(png, "image/png")["Content-Type"] == "image/png"
     assert fetch(dicom, "*/*")["Content-Type"] == "application/dicom"
+    listing_all = fetch(dicom, "application/dicom;q=1, image/png;q=0.1, image/jpeg")  # a PACS client
+    assert listing_all.status_code == 200 and listing_all["Content-Type"] == "application/dicom"
+    assert fetch(png, "image/*")["Content-Type"] == "image/png"
     wrong = fetch(png, "application/dicom")
     assert wrong.status_code == 406 and "stored as image/png" in wrong.json()["detail"]
     assert fetch(dicom, "image/jpeg").status_code == 406
