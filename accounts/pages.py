@@ -34,12 +34,10 @@ def home(request: HttpRequest) -> HttpResponse:
 @auditor_required
 def audit_events(request: HttpRequest) -> HttpResponse:
     form = AuditEventFilterForm(request.GET or None, members=organization_members(user=request.user))
-    if not form.is_bound:
-        events = audit_event_list_filtered(user=request.user)
-    elif form.is_valid():
-        events = audit_event_list_filtered(user=request.user, **form.cleaned_data)
-    else:  # the filters show their errors and no rows: never the whole trail as if it matched them
+    if form.is_bound and not form.is_valid():  # errors shown and no rows: never the whole trail as if it matched
         events = AuditEvent.objects.none()
+    else:
+        events = audit_event_list_filtered(user=request.user, **(form.cleaned_data if form.is_bound else {}))
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "audit/events.html", {"form": form, "page": page, "export_query": export_query(request.GET)})
 

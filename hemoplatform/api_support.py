@@ -117,8 +117,8 @@ class UTCDateTimeFilter(django_filters.DateTimeFilter):
     field_class = UTCDateTimeField
 
     def __init__(self, *args, **kwargs):
-        if kwargs.get("lookup_expr") in ("lte", "lt"):
-            kwargs.setdefault("through_the_day", kwargs["lookup_expr"] == "lte")
+        if kwargs.get("lookup_expr") == "lte":  # an upper bound: a date alone means through that day
+            kwargs.setdefault("through_the_day", True)
         super().__init__(*args, **kwargs)
 
 

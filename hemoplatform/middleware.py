@@ -87,7 +87,7 @@ def length_required_response(request: HttpRequest) -> HttpResponse:
     return HttpResponse(message, status=411, content_type="text/plain; charset=utf-8")
 
 
-def request_limit_refusal(exc: Exception) -> tuple[str, str] | None:
+def request_limit_refusal(exc: Exception | None) -> tuple[str, str] | None:
     """(message, code) for Django's own limits on a request (too many files, a body over its limit), which Django
     reports as a 400 naming its settings; None for other errors."""
     if isinstance(exc, TooManyFilesSent):

@@ -57,7 +57,7 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     """handler400: Django's own request limits (more files than DATA_UPLOAD_MAX_NUMBER_FILES, form data over
     DATA_UPLOAD_MAX_MEMORY_SIZE) are raised while the CSRF check reads the form, before any view: they answer 413
     with a message, as the upload service's limits do, instead of a bare 400."""
-    refusal = request_limit_refusal(exception) if exception is not None else None
+    refusal = request_limit_refusal(exception)
     if refusal is not None:
         return too_large_response(request, refusal[0], code=refusal[1])
     return defaults.bad_request(request, exception)

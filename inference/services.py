@@ -254,8 +254,8 @@ def prediction_get_or_request(
 
 
 def prediction_record_view(*, prediction: Prediction, user: User, request: HttpRequest | None = None) -> None:
-    """Audit that a user read a result: the result page on every opening, the API's retrieve once the prediction has
-    finished (an integration polling a queued one reads no result)."""
+    """Audit that a user read a result (the result page and the API's retrieve call it once the prediction has
+    finished: a queued or running one, polled or reloaded, shows no result yet)."""
     if not user_can_read_record(user, prediction.scan.case.organization_id):
         raise PermissionDenied
     record_audit_event(

@@ -300,13 +300,6 @@ def scan_upload_prepare(*, files: Sequence[BinaryIO]) -> PreparedUpload:
     return PreparedUpload(prepared, kind, modality, details, uploaded_names, renders)
 
 
-def scan_store(*, case: Case, user: User, upload: PreparedUpload, request: HttpRequest | None = None) -> Scan:
-    """Store a prepared upload as one Scan of ``case`` (rows, files, audit row) and return it."""
-    if not user_can_write_record(user, case.organization_id):
-        raise PermissionDenied("You may not upload to this case.")
-    return _store(case=case, user=user, upload=upload, request=request)
-
-
 def _read_uploads(files: Sequence[BinaryIO]) -> tuple[list[_Upload], list[str]]:
     limit = settings.HEMO_MAX_UPLOAD_MB * MB
     if not files:
@@ -867,7 +860,10 @@ def _scan_checksum(prepared: list[_PreparedSlice]) -> str:
     return hashlib.sha256("\n".join(p.sha256 for p in prepared).encode()).hexdigest()
 
 
-def _store(*, case: Case, user: User, upload: PreparedUpload, request: HttpRequest | None) -> Scan:
+def scan_store(*, case: Case, user: User, upload: PreparedUpload, request: HttpRequest | None = None) -> Scan:
+    """Store a prepared upload (`scan_upload_prepare`) as one Scan of ``case``: rows, files, audit row."""
+    if not user_can_write_record(user, case.organization_id):
+        raise PermissionDenied("You may not upload to this case.")
     prepared, kind, modality, details = upload.slices, upload.kind, upload.modality, upload.details
     uploaded_names = upload.uploaded_names
     written: list[str] = []

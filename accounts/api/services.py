@@ -23,6 +23,12 @@ class TokenRateLimited(Exception):
     """Too many failed sign-ins for this account (or from this address): the exchange is not even tried."""
 
 
+def _lock_token_of(user: User) -> None:
+    """One change of a user's token at a time (the caller's transaction holds the user's row): two rotations at once
+    (a double click) both deleted, then both inserted, and the second insert broke one-token-per-user (a 500)."""
+    User.objects.select_for_update().filter(pk=user.pk).first()
+
+
 def user_may_hold_token(*, user: User) -> str:
     """'' when ``user`` may hold an API token, else the reason in words."""
     if not user.is_active:
@@ -41,7 +47,7 @@ def api_token_get_or_create(*, user: User, request: HttpRequest | None = None) -
     reason = user_may_hold_token(user=user)
     if reason:
         raise TokenRefused(reason)
-    User.objects.select_for_update().filter(pk=user.pk).first()  # against a rotation at the same moment
+    _lock_token_of(user)
     token, created = Token.objects.get_or_create(user=user)
     if created:
         record_audit_event(action=AuditAction.TOKEN_CREATE, actor=user, target=user, request=request)
@@ -83,9 +89,7 @@ def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token
     reason = user_may_hold_token(user=user)
     if reason:
         raise TokenRefused(reason)
-    # One change of a user's token at a time: two at once (a double click) both deleted, then both inserted, and the
-    # second insert broke the one-token-per-user constraint (a 500).
-    User.objects.select_for_update().filter(pk=user.pk).first()
+    _lock_token_of(user)
     existed = Token.objects.filter(user=user).delete()[0] > 0
     token = Token.objects.create(user=user)
     record_audit_event(
@@ -101,7 +105,7 @@ def api_token_rotate(*, user: User, request: HttpRequest | None = None) -> Token
 def api_token_revoke(*, user: User, request: HttpRequest | None = None, reason: str = "") -> bool:
     """Delete the user's token; True when there was one. ``reason`` is audited when the user did not ask (a new
     password ends the old token: accounts.signals.api_token_ends_with_the_password)."""
-    User.objects.select_for_update().filter(pk=user.pk).first()
+    _lock_token_of(user)
     revoked = Token.objects.filter(user=user).delete()[0] > 0
     if revoked:
         details = {"reason": reason} if reason else {}
